@@ -1,0 +1,49 @@
+# The README's two commands: `make train` and `make test`. Each works alone on a fresh machine:
+# it creates the virtual environment if missing, installs the package, makes sure the default data
+# (Fashion-MNIST from Debian's dataset-fashion-mnist) is there, then trains / runs the tests.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.jaxmlp-installed
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+TRAIN_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: train test test-all data setup experiments bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+data:
+	@if [ -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ] || [ -n "$$JAXMLP_DATA" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Fashion-MNIST (Debian package dataset-fashion-mnist)"; \
+		(apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+		 (apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null)) || \
+		{ echo "error: could not install dataset-fashion-mnist with apt-get" >&2; exit 1; }; \
+	else \
+		echo "Fashion-MNIST is not in $(FASHION_DIR). Install it with" >&2; \
+		echo "  sudo apt-get install dataset-fashion-mnist" >&2; \
+		echo "or set JAXMLP_DATA to a folder holding the four IDX files (jaxmlp can also download them)." >&2; \
+		exit 1; \
+	fi
+
+# The default run: Fashion-MNIST, 784-512-512-10 ReLU, Adam; see README and benchmarks/RESULTS.md.
+train: $(STAMP) data
+	$(BIN)/jaxmlp train --out runs/default $(TRAIN_ARGS)
+
+# Fast suite (slow tests deselected); `make test-all` runs everything.
+test: $(STAMP) data
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-all: $(STAMP) data
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

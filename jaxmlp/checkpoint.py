@@ -1,0 +1,111 @@
+"""Checkpoints: one ``.npz`` of named arrays plus a JSON metadata string. Never pickle.
+
+Contract::
+
+    save(path, {"train": train_state, "best": best}, meta={"config": ..., ...})   # atomic
+    meta, arrays = load(path)                       # np.load(allow_pickle=False) underneath
+    tree = restore(template, arrays, "train")       # same structure, shapes and dtypes as template
+
+Pytrees are flattened with their key paths ("train/params/0/W"); ``restore`` refills a template
+(built from the saved config) and refuses any missing array or shape/dtype mismatch, so a file from
+another architecture is a clear error, not silent garbage. ``save`` writes a temp file in the same
+folder, fsyncs it, then ``os.replace``s it over the target: a crash leaves the old file or the new
+one, never half of either. Files from a newer ``FORMAT_VERSION`` are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import jax
+import numpy as np
+
+FORMAT_VERSION = 1
+_META = "__meta__"
+
+
+class CheckpointError(Exception):
+    """A checkpoint could not be written, read or matched to the model; the message says why."""
+
+
+def _key_name(k) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def flatten(prefix: str, tree) -> dict:
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {"/".join([prefix] + [_key_name(k) for k in path]): np.asarray(leaf) for path, leaf in leaves}
+
+
+def save(path, trees: dict, meta: dict) -> None:
+    path = Path(path)
+    arrays = {}
+    for prefix, tree in trees.items():
+        arrays.update(flatten(prefix, tree))
+    meta = {"format_version": FORMAT_VERSION, **meta}
+    arrays[_META] = np.array(json.dumps(meta))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load(path):
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise CheckpointError(f"{path}: holds a pickled object; refusing to load it") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({e})") from None
+    except (zipfile.BadZipFile, EOFError, OSError) as e:
+        raise CheckpointError(f"{path}: truncated or not an .npz checkpoint ({e})") from None
+    if _META not in arrays:
+        raise CheckpointError(f"{path}: no jaxmlp metadata; not a jaxmlp checkpoint")
+    try:
+        meta = json.loads(str(arrays.pop(_META)))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: corrupt metadata ({e})") from None
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format version {version} is newer than this jaxmlp reads ({FORMAT_VERSION}); "
+            "upgrade jaxmlp"
+        )
+    return meta, arrays
+
+
+def restore(template, arrays: dict, prefix: str, *, source="checkpoint"):
+    """Fill ``template``'s structure with the arrays saved under ``prefix``."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+    out = []
+    for path, leaf in leaves:
+        name = "/".join([prefix] + [_key_name(k) for k in path])
+        if name not in arrays:
+            raise CheckpointError(f"{source}: no array {name}; the file is for a different architecture")
+        a = arrays[name]
+        want = np.asarray(leaf)
+        if a.shape != want.shape or a.dtype != want.dtype:
+            raise CheckpointError(
+                f"{source}: {name} is {a.dtype}{list(a.shape)} but this model needs "
+                f"{want.dtype}{list(want.shape)}; the file is for a different architecture"
+            )
+        out.append(jax.numpy.asarray(a))
+    return jax.tree_util.tree_unflatten(treedef, out)

@@ -1,0 +1,210 @@
+"""The ``jaxmlp`` command: ``train``, ``evaluate``, ``gradcheck``.
+
+Every expected failure (bad option, bad data, bad checkpoint, divergence) prints one line
+``jaxmlp: error: …`` on stderr and exits non-zero, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+EXIT_ERROR = 2
+EXIT_DIVERGED = 3
+EXIT_GRADCHECK = 1
+
+
+def _hidden(text: str) -> tuple:
+    try:
+        sizes = tuple(int(s) for s in text.split(",") if s.strip() != "")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--hidden takes comma-separated widths like 512,512, not {text!r}")
+    if any(s <= 0 for s in sizes):
+        raise argparse.ArgumentTypeError(f"hidden widths must be ≥ 1, got {text!r}")
+    return sizes
+
+
+def _network_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("network")
+    g.add_argument("--hidden", type=_hidden, default=(512, 512),
+                   help="hidden widths, comma-separated (default 512,512; empty for softmax regression)")
+    g.add_argument("--activation", default="relu", help="relu | tanh | sigmoid (default relu)")
+    g.add_argument("--dropout", type=float, default=0.0, help="dropout rate = P(drop) (default 0)")
+    g.add_argument("--batchnorm", action="store_true", help="batch normalization before activations")
+    g.add_argument("--bn-momentum", type=float, default=0.9, help="running-average momentum (0.9)")
+    g.add_argument("--l2", type=float, default=0.0, help="λ of the (λ/2m)Σ‖W‖² penalty (default 0)")
+    g.add_argument("--init", default="he", help="he | xavier | seed (randn*0.01) (default he)")
+    g.add_argument("--init-scale", type=float, default=1.0, help="multiplies the init std (1)")
+    g.add_argument("--seed", type=int, default=0, help="seed for init, data split and shuffles (0)")
+
+
+def _model_config(args, d_in: int, d_out: int):
+    from jaxmlp.mlp import MLPConfig
+
+    return MLPConfig(sizes=(d_in, *args.hidden, d_out), activation=args.activation,
+                     batchnorm=args.batchnorm, dropout=args.dropout > 0, init=args.init)
+
+
+def _hyper(args):
+    from jaxmlp.hyper import Hyper, validate
+
+    h = Hyper(dropout_rate=args.dropout, l2=args.l2, bn_momentum=args.bn_momentum,
+              init_scale=args.init_scale,
+              **{k: getattr(args, k) for k in (
+                  "learning_rate", "momentum", "b1", "b2", "eps", "rho", "weight_decay", "ema_decay",
+                  "decay_rate", "decay_steps", "warmup_steps", "final_lr_fraction")
+                 if getattr(args, k, None) is not None})
+    validate(h)
+    return h
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxmlp", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train an MLP and write metrics, curves, checkpoint, summary")
+    d = t.add_argument_group("data")
+    d.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
+    d.add_argument("--data-dir", default=None, help="folder with the four IDX files")
+    d.add_argument("--dev-size", type=int, default=10_000, help="examples held out of train (10000)")
+    _network_options(t)
+    o = t.add_argument_group("optimization")
+    o.add_argument("--optimizer", default="adam", help="sgd | momentum | nesterov | rmsprop | adam | adamw")
+    o.add_argument("--learning-rate", type=float, default=1e-3)
+    o.add_argument("--momentum", type=float, default=None, help="μ for momentum/nesterov (0.9)")
+    o.add_argument("--b1", type=float, default=None, help="Adam β₁ (0.9)")
+    o.add_argument("--b2", type=float, default=None, help="Adam β₂ (0.999)")
+    o.add_argument("--eps", type=float, default=None, help="Adam/RMSprop ε (1e-8)")
+    o.add_argument("--rho", type=float, default=None, help="RMSprop decay (0.9)")
+    o.add_argument("--weight-decay", type=float, default=None, help="AdamW decoupled decay (0)")
+    o.add_argument("--schedule", default="constant", help="constant | exponential | step | cosine")
+    o.add_argument("--decay-rate", type=float, default=None, help="exponential/step factor (0.5)")
+    o.add_argument("--decay-steps", type=float, default=None, help="exponential/step period (1000)")
+    o.add_argument("--warmup-steps", type=float, default=None, help="linear warmup steps (0)")
+    o.add_argument("--final-lr-fraction", type=float, default=None, help="cosine floor (0)")
+    o.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="evaluate with an EMA of the parameters with this decay, e.g. 0.999")
+    o.add_argument("--batch-size", type=int, default=128)
+    o.add_argument("--epochs", type=int, default=20)
+    o.add_argument("--patience", type=int, default=0, help="early-stopping patience in epochs (0: off)")
+    r = t.add_argument_group("output")
+    r.add_argument("--out", default="runs/default", help="output folder (default runs/default)")
+    r.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("evaluate", help="accuracy of a saved model")
+    e.add_argument("checkpoint")
+    e.add_argument("--dataset", default=None, choices=["fashion-mnist", "mnist"],
+                   help="default: the dataset it was trained on")
+    e.add_argument("--data-dir", default=None)
+    e.add_argument("--split", default="test", choices=["test", "dev", "train"])
+
+    g = sub.add_parser("gradcheck", help="hand-derived gradients vs jax.grad and finite differences")
+    _network_options(g)
+    g.add_argument("--input-dim", type=int, default=784)
+    g.add_argument("--classes", type=int, default=10)
+    g.add_argument("--batch-size", type=int, default=16)
+    g.add_argument("--fd-samples", type=int, default=64, help="coordinates per array for finite differences")
+    g.add_argument("--float32", action="store_true", help="check in float32 (no finite differences)")
+    g.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def cmd_train(args) -> int:
+    from jaxmlp import data, train
+
+    hyper = _hyper(args)
+    if args.ema is not None:
+        hyper = hyper._replace(ema_decay=args.ema)
+    from jaxmlp.hyper import validate
+
+    validate(hyper)
+    ds = data.load_dataset(args.dataset, args.data_dir, dev_size=args.dev_size, seed=args.seed)
+    tc = train.TrainConfig(model=_model_config(args, ds.x_train.shape[1], ds.num_classes),
+                           optimizer=args.optimizer, schedule=args.schedule, ema=args.ema is not None,
+                           batch_size=args.batch_size, epochs=args.epochs, patience=args.patience,
+                           seed=args.seed)
+    print(f"{ds.name}: {ds.x_train.shape[0]} train / {ds.x_dev.shape[0]} dev / {ds.x_test.shape[0]} test; "
+          f"network {'-'.join(map(str, tc.model.sizes))} {tc.model.activation}, {tc.optimizer} "
+          f"lr {args.learning_rate:g}, batch {tc.batch_size}, {tc.epochs} epochs → {args.out}")
+    result = train.fit(ds, tc, hyper, out_dir=args.out, resume=args.resume, progress=not args.no_progress)
+    s = result.summary
+    print(f"{s['examples_per_second']:.0f} training examples/s (compile {s['compile_seconds']:.1f}s excluded); "
+          f"wrote {args.out}/summary.json")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from jaxmlp import data, train
+
+    tc, params, bn_state, norm, meta = train.load_model(args.checkpoint)
+    name = args.dataset or meta.get("dataset", "fashion-mnist")
+    files = data.find_files(name, args.data_dir)
+    if args.split == "test":
+        images, labels = data.read_pair(files["test_images"], files["test_labels"])
+    else:
+        images, labels = data.read_pair(files["train_images"], files["train_labels"])
+        dev_size = int(meta.get("dev_size", 10_000))
+        xtr, ytr, xdev, ydev = data.split_train_dev(images, labels, dev_size, tc.seed)
+        images, labels = (xdev, ydev) if args.split == "dev" else (xtr, ytr)
+    x = norm(images)
+    if x.shape[1] != tc.model.sizes[0]:
+        raise ValueError(f"{args.checkpoint} expects {tc.model.sizes[0]} features, data has {x.shape[1]}")
+    acc, loss = train.evaluate(params, bn_state, x, labels, config=tc.model)
+    print(f"{name} {args.split}: accuracy {acc:.4f}  loss {loss:.4f}  ({len(labels)} examples)")
+    return 0
+
+
+def cmd_gradcheck(args) -> int:
+    import jax
+
+    if not args.float32:
+        jax.config.update("jax_enable_x64", True)
+    from jaxmlp.gradcheck import FD_TOL, check_gradients
+
+    config = _model_config(args, args.input_dim, args.classes)
+    hyper = _hyper(argparse.Namespace(**{**vars(args), "learning_rate": 1.0}))
+    report = check_gradients(config, hyper, key=jax.random.PRNGKey(args.seed), batch_size=args.batch_size,
+                             fd_samples=None if args.float32 else args.fd_samples)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(f"network {'-'.join(map(str, config.sizes))} {config.activation}, dropout {args.dropout:g}, "
+              f"batchnorm {'on' if config.batchnorm else 'off'}, l2 {args.l2:g}, init {config.init}; "
+              f"{report.dtype}, batch {args.batch_size}")
+        print(f"{'array':<14}{'shape':<14}{'vs jax.grad':>14}{'vs finite diff':>16}")
+        for r in report.arrays:
+            fd = r.get("rel_diff_vs_finite_differences")
+            print(f"{r['name']:<14}{'x'.join(map(str, r['shape'])):<14}{r['rel_error_vs_autodiff']:>14.2e}"
+                  f"{'' if fd is None else format(fd, '.2e'):>16}")
+        fd = report.max_rel_diff_vs_finite_differences
+        print(f"max: {report.max_rel_error_vs_autodiff:.2e} vs jax.grad (tolerance {report.autodiff_tol:g})"
+              + ("" if fd is None else f", {fd:.2e} vs finite differences (tolerance {FD_TOL:g})")
+              + ("  OK" if report.ok else "  FAILED"))
+    return 0 if report.ok else EXIT_GRADCHECK
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from jaxmlp.checkpoint import CheckpointError
+    from jaxmlp.data import DatasetError
+    from jaxmlp.train import TrainingDiverged
+
+    try:
+        return {"train": cmd_train, "evaluate": cmd_evaluate, "gradcheck": cmd_gradcheck}[args.command](args)
+    except TrainingDiverged as e:
+        print(f"jaxmlp: error: {e}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except (DatasetError, CheckpointError, ValueError) as e:
+        print(f"jaxmlp: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("jaxmlp: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

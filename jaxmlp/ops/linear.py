@@ -1,0 +1,60 @@
+"""Linear layer ``y = x W + b``.
+
+Contract::
+
+    params = init(key, d_in, d_out, method="he")     # {"W": (d_in, d_out), "b": (d_out,)}
+    y, cache = forward(params, x)                     # x (batch, d_in) -> y (batch, d_out)
+    dx, grads = backward(params, cache, dy)           # dy (batch, d_out) -> dx (batch, d_in)
+
+Initializations (``method``), for weights; biases start at zero:
+  - ``"he"``:     W ~ N(0, 2 / d_in)            (He et al. 2015; for ReLU)
+  - ``"xavier"``: W ~ N(0, 2 / (d_in + d_out))  (Glorot & Bengio 2010, normal variant; sigmoid/tanh)
+  - ``"seed"``:   W ~ N(0, 1) * 0.01            (the seed notebook's ``randn * 0.01``)
+``scale`` multiplies the standard deviation (an init-scale sweep axis).
+"""
+
+import jax
+import jax.numpy as jnp
+
+INITS = ("he", "xavier", "seed")
+
+
+def init_std(method: str, d_in: int, d_out: int) -> float:
+    if method == "he":
+        return (2.0 / d_in) ** 0.5
+    if method == "xavier":
+        return (2.0 / (d_in + d_out)) ** 0.5
+    if method == "seed":
+        return 0.01
+    raise ValueError(f"unknown init {method!r}; choose from {', '.join(INITS)}")
+
+
+def init(key, d_in: int, d_out: int, method: str = "he", *, bias: bool = True, scale=1.0,
+         dtype=jnp.float32):
+    std = init_std(method, d_in, d_out)
+    W = jax.random.normal(key, (d_in, d_out), dtype) * (std * jnp.asarray(scale, dtype))
+    params = {"W": W}
+    if bias:
+        params["b"] = jnp.zeros((d_out,), dtype)
+    return params
+
+
+def forward(params, x):
+    """y = x W + b.   x: (batch, d_in) -> y: (batch, d_out); cache = x."""
+    y = x @ params["W"]  # (batch, d_out)
+    if "b" in params:
+        y = y + params["b"]
+    return y, x
+
+
+def backward(params, cache, dy, *, need_dx: bool = True):
+    """dL/dW = xᵀ dy,  dL/db = Σ_batch dy,  dL/dx = dy Wᵀ.
+
+    ``need_dx=False`` skips dx (the first layer's input is data, not a parameter).
+    """
+    x = cache
+    grads = {"W": x.T @ dy}  # (d_in, d_out)
+    if "b" in params:
+        grads["b"] = jnp.sum(dy, axis=0)  # (d_out,)
+    dx = dy @ params["W"].T if need_dx else None  # (batch, d_in)
+    return dx, grads

@@ -1,0 +1,163 @@
+"""Hand-written optimizers as optax-style ``(init, update)`` pairs with NamedTuple states. No optax.
+
+Contract::
+
+    opt = get("adam")                                   # an Optimizer(init, update)
+    state = opt.init(params)
+    updates, state = opt.update(grads, state, params, hyper)
+    params = apply_updates(params, updates)             # params + updates
+
+``hyper`` is a ``jaxmlp.hyper.Hyper`` (any object with the named fields works); every number is read
+from it as an array, so one compiled step serves any value and ``jax.vmap`` can sweep it.
+``hyper.learning_rate`` is the rate for THIS step: the trainer puts the schedule's value there.
+
+Update rules (g the gradient, η the learning rate, t = 1, 2, … the step count after this update):
+  - ``sgd``:       Δ = −η g
+  - ``momentum``:  v ← μ v + g;  Δ = −η v                 (heavy-ball form, Polyak 1964; as PyTorch)
+  - ``nesterov``:  v ← μ v + g;  Δ = −η (g + μ v)         (Sutskever et al. 2013, as PyTorch)
+  - ``rmsprop``:   s ← ρ s + (1 − ρ) g²;  Δ = −η g / (√s + ε)        (Tieleman & Hinton 2012)
+  - ``adam``:      m ← β₁ m + (1 − β₁) g;  v ← β₂ v + (1 − β₂) g²;
+                   m̂ = m / (1 − β₁ᵗ);  v̂ = v / (1 − β₂ᵗ);  Δ = −η m̂ / (√v̂ + ε)  (Kingma & Ba 2015)
+  - ``adamw``:     Adam plus decoupled weight decay  Δ −= η λ_wd θ   (Loshchilov & Hutter 2019)
+
+Parameter averaging (``ema_init`` / ``ema_update``): θ̄ ← d θ̄ + (1 − d) θ, θ̄₀ = θ₀ (Polyak &
+Juditsky 1992, exponential form); used for evaluation when enabled.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+tree_map = jax.tree_util.tree_map
+
+
+class Optimizer(NamedTuple):
+    init: Callable
+    update: Callable
+
+
+class SgdState(NamedTuple):
+    count: jax.Array
+
+
+class MomentumState(NamedTuple):
+    count: jax.Array
+    velocity: object  # pytree like params
+
+
+class RmspropState(NamedTuple):
+    count: jax.Array
+    nu: object  # running mean of g²
+
+
+class AdamState(NamedTuple):
+    count: jax.Array
+    mu: object  # first moment
+    nu: object  # second moment
+
+
+def _zeros(params):
+    return tree_map(jnp.zeros_like, params)
+
+
+def _count():
+    return jnp.zeros((), jnp.int32)
+
+
+def sgd() -> Optimizer:
+    def init(params):
+        del params
+        return SgdState(_count())
+
+    def update(grads, state, params, hyper):
+        del params
+        lr = hyper.learning_rate
+        return tree_map(lambda g: -lr * g, grads), SgdState(state.count + 1)
+
+    return Optimizer(init, update)
+
+
+def momentum(nesterov: bool = False) -> Optimizer:
+    def init(params):
+        return MomentumState(_count(), _zeros(params))
+
+    def update(grads, state, params, hyper):
+        del params
+        lr, mu = hyper.learning_rate, hyper.momentum
+        v = tree_map(lambda v, g: mu * v + g, state.velocity, grads)
+        if nesterov:
+            updates = tree_map(lambda g, v: -lr * (g + mu * v), grads, v)
+        else:
+            updates = tree_map(lambda v: -lr * v, v)
+        return updates, MomentumState(state.count + 1, v)
+
+    return Optimizer(init, update)
+
+
+def rmsprop() -> Optimizer:
+    def init(params):
+        return RmspropState(_count(), _zeros(params))
+
+    def update(grads, state, params, hyper):
+        del params
+        lr, rho, eps = hyper.learning_rate, hyper.rho, hyper.eps
+        nu = tree_map(lambda s, g: rho * s + (1 - rho) * g * g, state.nu, grads)
+        updates = tree_map(lambda g, s: -lr * g / (jnp.sqrt(s) + eps), grads, nu)
+        return updates, RmspropState(state.count + 1, nu)
+
+    return Optimizer(init, update)
+
+
+def adam(decoupled_weight_decay: bool = False) -> Optimizer:
+    def init(params):
+        return AdamState(_count(), _zeros(params), _zeros(params))
+
+    def update(grads, state, params, hyper):
+        lr, b1, b2, eps = hyper.learning_rate, hyper.b1, hyper.b2, hyper.eps
+        count = state.count + 1
+        t = count.astype(jnp.asarray(b1).dtype)
+        mu = tree_map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
+        nu = tree_map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, grads)
+        c1, c2 = 1 - b1**t, 1 - b2**t  # bias corrections
+
+        if decoupled_weight_decay:
+            wd = hyper.weight_decay
+            updates = tree_map(
+                lambda m, v, p: -lr * ((m / c1) / (jnp.sqrt(v / c2) + eps) + wd * p), mu, nu, params
+            )
+        else:
+            updates = tree_map(lambda m, v: -lr * (m / c1) / (jnp.sqrt(v / c2) + eps), mu, nu)
+        return updates, AdamState(count, mu, nu)
+
+    return Optimizer(init, update)
+
+
+OPTIMIZERS = {
+    "sgd": sgd,
+    "momentum": lambda: momentum(nesterov=False),
+    "nesterov": lambda: momentum(nesterov=True),
+    "rmsprop": rmsprop,
+    "adam": lambda: adam(decoupled_weight_decay=False),
+    "adamw": lambda: adam(decoupled_weight_decay=True),
+}
+
+
+def get(name: str) -> Optimizer:
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name]()
+
+
+def apply_updates(params, updates):
+    return tree_map(lambda p, u: p + u, params, updates)
+
+
+def ema_init(params):
+    return tree_map(lambda p: p, params)
+
+
+def ema_update(ema, params, decay):
+    return tree_map(lambda e, p: decay * e + (1 - decay) * p, ema, params)
