@@ -156,7 +156,7 @@ def apply_updates(params, updates):
 
 
 def ema_init(params):
-    return tree_map(lambda p: p, params)
+    return tree_map(jnp.copy, params)  # its own buffers: params and ema are donated separately
 
 
 def ema_update(ema, params, decay):

@@ -1,0 +1,141 @@
+"""Whole networks: the hand-written backward equals jax.grad and finite differences.
+
+Matrix: activation {sigmoid, tanh, relu} × dropout {0, 0.3} × batch norm {off, on} × L2 {0, 1e-3}
+× depth {1, 2, 3 hidden layers}, each with the same dropout key on both sides.
+Tolerances (relative difference ‖g − ĝ‖/(‖g‖ + ‖ĝ‖) per parameter array):
+  - float64 vs jax.grad ≤ 1e-10: both are exact up to rounding (~1e-16 seen); a wrong term is O(1).
+  - float32 vs jax.grad ≤ 1e-4: rounding at ε32 ≈ 6e-8, amplified by BN's 1/σ and sums of 16 terms.
+  - float64 vs central finite differences < 1e-7 (h = 1e-6: truncation ~h², rounding ~ε/h ≈ 1e-10).
+"""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import tree_rel_diff
+from jaxmlp import mlp
+from jaxmlp.gradcheck import check_gradients, manual_and_autodiff
+from jaxmlp.hyper import Hyper
+
+MATRIX = list(itertools.product(["sigmoid", "tanh", "relu"], [0.0, 0.3], [False, True], [0.0, 1e-3],
+                                [1, 2, 3]))
+
+
+def ids(c):
+    act, dr, bn, l2, depth = c
+    return f"{act}-drop{dr}-{'bn' if bn else 'nobn'}-l2{l2}-h{depth}"
+
+
+def setup(act, dr, bn, l2, depth, dtype):
+    config = mlp.MLPConfig(sizes=(6,) + (5,) * depth + (3,), activation=act, batchnorm=bn,
+                           dropout=dr > 0, init="xavier")
+    params, state = mlp.init(jax.random.PRNGKey(depth), config, dtype=dtype)
+    x = jax.random.normal(jax.random.PRNGKey(10), (8, 6), dtype)
+    y = jax.random.randint(jax.random.PRNGKey(11), (8,), 0, 3)
+    hyper = Hyper(dropout_rate=dr, l2=l2).as_arrays(dtype)
+    return config, params, state, (x, y), hyper
+
+
+def per_array_max(a, b):
+    return tree_rel_diff(a, b)
+
+
+_jitted = jax.jit(manual_and_autodiff, static_argnames="config")
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("combo", MATRIX, ids=[ids(c) for c in MATRIX])
+def test_backward_equals_jax_grad_float64(x64, combo, jit):
+    config, params, state, batch, hyper = setup(*combo, jnp.float64)
+    f = _jitted if jit else manual_and_autodiff
+    manual, auto = f(params, state, batch, hyper, jax.random.PRNGKey(5), config=config)
+    assert jax.tree_util.tree_structure(manual) == jax.tree_util.tree_structure(params)
+    assert per_array_max(manual, auto) <= 1e-10
+
+
+@pytest.mark.parametrize("combo", MATRIX, ids=[ids(c) for c in MATRIX])
+def test_backward_equals_jax_grad_float32(combo):
+    config, params, state, batch, hyper = setup(*combo, jnp.float32)
+    manual, auto = _jitted(params, state, batch, hyper, jax.random.PRNGKey(5), config=config)
+    assert jax.tree_util.tree_leaves(manual)[0].dtype == jnp.float32
+    assert per_array_max(manual, auto) <= 1e-4
+
+
+FD_MATRIX = list(itertools.product(["sigmoid", "tanh", "relu"], [0.0, 0.3], [False, True], [1e-3], [2]))
+
+
+@pytest.mark.parametrize("combo", FD_MATRIX, ids=[ids(c) for c in FD_MATRIX])
+def test_backward_equals_finite_differences(x64, combo):
+    act, dr, bn, l2, depth = combo
+    config = mlp.MLPConfig(sizes=(4,) + (5,) * depth + (3,), activation=act, batchnorm=bn, dropout=dr > 0)
+    report = check_gradients(config, Hyper(dropout_rate=dr, l2=l2), key=jax.random.PRNGKey(3),
+                             batch_size=6, fd_samples=1000)  # every coordinate of these small arrays
+    assert all(r["finite_difference_coords"] == np.prod(r["shape"]) for r in report.arrays)
+    assert report.max_rel_diff_vs_finite_differences < 1e-7
+    assert report.max_rel_error_vs_autodiff <= 1e-10
+
+
+def test_gradcheck_catches_a_wrong_backward(x64, monkeypatch):
+    """The referee is not a rubber stamp: break one term of the tanh derivative and it fails."""
+    from jaxmlp.ops import activations
+
+    monkeypatch.setitem(activations._TABLE, "tanh", (activations.tanh_forward, lambda y, dy: dy * (1 - y)))
+    report = check_gradients(mlp.MLPConfig(sizes=(4, 5, 3), activation="tanh"), Hyper(),
+                             key=jax.random.PRNGKey(0), batch_size=6)
+    assert not report.ok
+    assert report.max_rel_error_vs_autodiff > 1e-3
+    assert report.max_rel_diff_vs_finite_differences > 1e-3
+
+
+def test_shapes_structure_and_batchnorm_has_no_hidden_bias():
+    config = mlp.MLPConfig(sizes=(7, 6, 5, 4), batchnorm=True)
+    params, state = mlp.init(jax.random.PRNGKey(0), config)
+    assert [sorted(p) for p in params] == [["W", "beta", "gamma"], ["W", "beta", "gamma"], ["W", "b"]]
+    assert [p["W"].shape for p in params] == [(7, 6), (6, 5), (5, 4)]
+    assert [sorted(s) for s in state] == [["mean", "var"], ["mean", "var"]]
+    x = jnp.ones((3, 7))
+    logits, new_state, _ = mlp.forward(params, state, x, config=config, hyper=Hyper(), train=True)
+    assert logits.shape == (3, 4)
+    assert not np.allclose(new_state[0]["mean"], state[0]["mean"])  # training moved the running mean
+    assert mlp.predict(params, state, x, config=config).shape == (3,)
+
+
+def test_train_mode_updates_running_stats_and_eval_uses_them():
+    config = mlp.MLPConfig(sizes=(3, 4, 2), batchnorm=True)
+    params, state = mlp.init(jax.random.PRNGKey(0), config)
+    x = jax.random.normal(jax.random.PRNGKey(1), (32, 3)) * 3 + 5
+    _, s1, _ = mlp.forward(params, state, x, config=config, hyper=Hyper(bn_momentum=0.5), train=True)
+    z = np.asarray(x @ params[0]["W"])
+    np.testing.assert_allclose(s1[0]["mean"], 0.5 * z.mean(0), rtol=1e-5)
+    _, s2, _ = mlp.forward(params, s1, x, config=config, train=False)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(s2),
+                                                    jax.tree_util.tree_leaves(s1)))
+
+
+def test_dropout_is_off_in_evaluation_and_needs_a_key_in_training():
+    config = mlp.MLPConfig(sizes=(3, 8, 2), dropout=True)
+    params, state = mlp.init(jax.random.PRNGKey(0), config)
+    x = jnp.ones((4, 3))
+    a, _, _ = mlp.forward(params, state, x, config=config, train=False)
+    b, _, _ = mlp.forward(params, state, x, config=config, train=False)
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="needs a key"):
+        mlp.forward(params, state, x, config=config, hyper=Hyper(dropout_rate=0.5), train=True)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(sizes=(784,)), "layer sizes"), (dict(sizes=(784, 0, 10)), "layer sizes"),
+    (dict(activation="swish"), "unknown activation"), (dict(init="zeros"), "unknown init"),
+])
+def test_config_rejects_bad_structure(bad, message):
+    with pytest.raises(ValueError, match=message):
+        mlp.MLPConfig(**bad)
+
+
+def test_softmax_regression_has_no_hidden_layer(x64):
+    config = mlp.MLPConfig(sizes=(5, 3))
+    report = check_gradients(config, Hyper(l2=0.1), key=jax.random.PRNGKey(0), batch_size=4)
+    assert report.ok and [r["name"] for r in report.arrays] == ["layer0.W", "layer0.b"]

@@ -1,0 +1,219 @@
+"""Every op's hand-derived backward against jax.vjp (float64), jitted and eager; the seed's numbers.
+
+Tolerance: rtol 1e-10 in float64. Both sides compute the same derivative with a handful of
+floating-point operations, so they agree to ~1e-15; 1e-10 leaves room for summation order while
+still failing on any wrong term (a wrong term is off by O(1) relative).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmlp.data import back_one_hot, one_hot
+from jaxmlp.ops import activations, batchnorm, dropout, linear, losses
+
+RTOL = 1e-10
+MODES = [pytest.param(False, id="eager"), pytest.param(True, id="jit")]
+
+
+def maybe_jit(f, jit):
+    return jax.jit(f) if jit else f
+
+
+def rand(key, shape):
+    return jax.random.normal(jax.random.PRNGKey(key), shape, jnp.float64)
+
+
+def assert_close(a, b, rtol=RTOL):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * max(np.abs(b).max(), 1e-300))
+
+
+@pytest.mark.parametrize("jit", MODES)
+def test_linear_backward_matches_vjp(x64, jit):
+    params = linear.init(jax.random.PRNGKey(0), 5, 3, "xavier", dtype=jnp.float64)
+    params["b"] = rand(9, (3,))
+    x, dy = rand(1, (4, 5)), rand(2, (4, 3))
+    y, vjp = jax.vjp(lambda p, x: linear.forward(p, x)[0], params, x)
+    ref_dp, ref_dx = vjp(dy)
+
+    def manual(params, x, dy):
+        _, cache = linear.forward(params, x)
+        return linear.backward(params, cache, dy)
+
+    dx, dp = maybe_jit(manual, jit)(params, x, dy)
+    assert_close(dx, ref_dx)
+    assert_close(dp["W"], ref_dp["W"])
+    assert_close(dp["b"], ref_dp["b"])
+    _, dp_only = linear.backward(params, x, dy, need_dx=False)
+    assert _ is None and np.allclose(dp_only["W"], dp["W"])
+
+
+@pytest.mark.parametrize("method, std", [("he", (2 / 400) ** 0.5), ("xavier", (2 / 500) ** 0.5),
+                                         ("seed", 0.01)])
+def test_linear_init_std_and_zero_bias(method, std):
+    p = linear.init(jax.random.PRNGKey(0), 400, 100, method)
+    assert p["W"].shape == (400, 100) and p["W"].dtype == jnp.float32
+    assert float(jnp.std(p["W"])) == pytest.approx(std, rel=0.03)  # 40k samples: std error ~0.4%
+    assert not np.any(np.asarray(p["b"]))
+    with pytest.raises(ValueError, match="unknown init 'orthogonal'"):
+        linear.init(jax.random.PRNGKey(0), 2, 2, "orthogonal")
+
+
+@pytest.mark.parametrize("jit", MODES)
+@pytest.mark.parametrize("name", activations.ACTIVATIONS)
+def test_activation_backward_matches_vjp(x64, name, jit):
+    x, dy = rand(3, (6, 7)) * 3, rand(4, (6, 7))
+    y, vjp = jax.vjp(lambda x: activations.forward(name, x)[0], x)
+
+    def manual(x, dy):
+        _, cache = activations.forward(name, x)
+        return activations.backward(name, cache, dy)
+
+    assert_close(maybe_jit(manual, jit)(x, dy), vjp(dy)[0])
+
+
+def test_activation_values():
+    x = jnp.array([-2.0, 0.0, 3.0])
+    np.testing.assert_allclose(activations.forward("relu", x)[0], [0, 0, 3])  # seed's ReLU test
+    np.testing.assert_allclose(activations.forward("sigmoid", x)[0], 1 / (1 + np.exp([2.0, 0, -3])),
+                               rtol=1e-6)
+    np.testing.assert_allclose(activations.forward("tanh", x)[0], np.tanh([-2.0, 0, 3]), rtol=1e-6)
+    # relu'(0) = 0, as jax.nn.relu and jax.grad of our forward
+    assert float(activations.backward("relu", activations.forward("relu", jnp.zeros(1))[1],
+                                      jnp.ones(1))[0]) == 0.0
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        activations.forward("gelu", x)
+
+
+@pytest.mark.parametrize("jit", MODES)
+def test_dropout_backward_matches_vjp_and_statistics(x64, jit):
+    x, dy = rand(5, (200, 50)), rand(6, (200, 50))
+    key = jax.random.PRNGKey(7)
+    y, vjp = jax.vjp(lambda x: dropout.forward(x, 0.3, key)[0], x)
+
+    def manual(x, dy):
+        _, cache = dropout.forward(x, 0.3, key)
+        return dropout.backward(cache, dy)
+
+    assert_close(maybe_jit(manual, jit)(x, dy), vjp(dy)[0])
+    _, mask = dropout.forward(jnp.ones((200, 50)), 0.3, key)
+    kept = np.asarray(mask) > 0
+    assert kept.mean() == pytest.approx(0.7, abs=0.02)  # 10k Bernoulli draws: std 0.005
+    np.testing.assert_allclose(np.asarray(mask)[kept], 1 / 0.7)  # inverted scaling
+    y0, _ = dropout.forward(x, 0.0, key)
+    assert_close(y0, x)  # rate 0 is the identity
+
+
+@pytest.mark.parametrize("jit", MODES)
+def test_batchnorm_backward_matches_vjp(x64, jit):
+    params = {"gamma": rand(8, (5,)), "beta": rand(9, (5,))}
+    x, dy = rand(10, (7, 5)) * 2 + 1, rand(11, (7, 5))
+    _, vjp = jax.vjp(lambda p, x: batchnorm.forward_train(p, x)[0], params, x)
+    ref_dp, ref_dx = vjp(dy)
+
+    def manual(params, x, dy):
+        _, cache, _, _ = batchnorm.forward_train(params, x)
+        return batchnorm.backward(cache, dy)
+
+    dx, dp = maybe_jit(manual, jit)(params, x, dy)
+    assert_close(dx, ref_dx)
+    assert_close(dp["gamma"], ref_dp["gamma"])
+    assert_close(dp["beta"], ref_dp["beta"])
+
+
+def test_batchnorm_statistics_and_running_average(x64):
+    x = rand(12, (64, 3)) * 4 + 2
+    p = batchnorm.init(3, jnp.float64)
+    y, _, mean, var = batchnorm.forward_train(p, x)
+    np.testing.assert_allclose(np.asarray(y).mean(0), 0, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(y).var(0), np.asarray(var / (var + batchnorm.EPS)), rtol=1e-12)
+    s = batchnorm.update_state(batchnorm.init_state(3, jnp.float64), mean, var, 64, 0.9)
+    np.testing.assert_allclose(s["mean"], 0.1 * np.asarray(x).mean(0), rtol=1e-12)
+    np.testing.assert_allclose(s["var"], 0.9 + 0.1 * np.asarray(x).var(0, ddof=1), rtol=1e-12)
+    # evaluation with running stats equal to the batch stats reproduces training mode
+    y_eval = batchnorm.forward_eval(p, {"mean": mean, "var": var}, x)
+    assert_close(y_eval, y)
+
+
+@pytest.mark.parametrize("jit", MODES)
+def test_softmax_backward_matches_vjp(x64, jit):
+    z, dp = rand(13, (4, 6)) * 5, rand(14, (4, 6))
+    p, vjp = jax.vjp(losses.softmax, z)
+    assert_close(maybe_jit(losses.softmax_backward, jit)(p, dp), vjp(dp)[0])
+
+
+@pytest.mark.parametrize("jit", MODES)
+def test_cross_entropy_fused_backward_is_p_minus_y_over_m(x64, jit):
+    z = rand(15, (5, 4)) * 3
+    y = jnp.array([0, 3, 1, 1, 2])
+    ref = jax.grad(lambda z: losses.cross_entropy_forward(z, y)[0])(z)
+
+    def manual(z):
+        return losses.cross_entropy_backward(losses.cross_entropy_forward(z, y)[1])
+
+    dz = maybe_jit(manual, jit)(z)
+    assert_close(dz, ref)
+    assert_close(dz, (losses.softmax(z) - one_hot(y, 4).astype(jnp.float64)) / 5)
+
+
+def test_cross_entropy_is_stable_for_huge_logits(x64):
+    z = jnp.array([[1000.0, 0.0, -1000.0], [0.0, 5000.0, 0.0]])
+    loss, cache = losses.cross_entropy_forward(z, jnp.array([0, 1]))
+    assert np.isfinite(float(loss)) and float(loss) == pytest.approx(0.0, abs=1e-12)
+    assert np.all(np.isfinite(np.asarray(losses.cross_entropy_backward(cache))))
+    loss_wrong, _ = losses.cross_entropy_forward(z, jnp.array([2, 0]))
+    assert float(loss_wrong) == pytest.approx((2000 + 5000) / 2)
+
+
+@pytest.mark.parametrize("jit", MODES)
+def test_l2_backward_matches_grad(x64, jit):
+    Ws = [rand(16, (3, 4)), rand(17, (4, 2))]
+    ref = jax.grad(lambda Ws: losses.l2_penalty(Ws, 0.01, 8))(Ws)
+    for W, g in zip(Ws, ref):
+        assert_close(maybe_jit(losses.l2_backward, jit)(W, 0.01, 8), g)
+    assert float(losses.l2_penalty(Ws, 0.01, 8)) == pytest.approx(
+        0.01 / 16 * sum(float(jnp.sum(W**2)) for W in Ws), rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# The seed notebook's own unit tests, kept as regression tests
+
+
+def test_seed_softmax_vector():
+    p = losses.softmax(jnp.array([[-3.44, 1.16, -0.81, 3.91]]))[0]
+    np.testing.assert_allclose(p, [0.0006, 0.0596, 0.0083, 0.9315], atol=5e-5)
+
+
+SEED_Z = np.array([[1, 2, 3, 4], [2, 2, 3, 4], [5, 5, 5, 4]], np.float64)
+
+
+def test_seed_softmax_table(x64):
+    # The seed stored examples as COLUMNS ((classes, m) layout): softmax runs down each column.
+    # We are batch-major, so the seed's table is softmax of the transpose, transposed back.
+    p = np.asarray(losses.softmax(jnp.asarray(SEED_Z.T))).T
+    e = np.exp(SEED_Z - SEED_Z.max(0))
+    np.testing.assert_allclose(p, e / e.sum(0), rtol=1e-12)
+    np.testing.assert_allclose(p[:, 0], [0.01714783, 0.04661262, 0.93623955], rtol=1e-6)
+    np.testing.assert_allclose(p[:, 3], [1 / 3, 1 / 3, 1 / 3], rtol=1e-12)
+    np.testing.assert_allclose(p.sum(0), 1, rtol=1e-12)
+
+
+def test_seed_loss_value(x64):
+    # y is the one-hot of each column's argmax (ties -> first index, as np.argmax did in the seed).
+    z = jnp.asarray(SEED_Z.T)  # 4 examples x 3 classes
+    y = jnp.argmax(z, axis=1)
+    p = losses.softmax(z)
+    assert float(losses.cross_entropy_probs(p, one_hot(y, 3))) == pytest.approx(0.37474097876709611,
+                                                                                rel=1e-12)
+    assert float(losses.cross_entropy_forward(z, y)[0]) == pytest.approx(0.37474097876709611, rel=1e-12)
+
+
+def test_seed_one_hot_and_predict():
+    y = np.array([1, 0, 3])
+    np.testing.assert_array_equal(one_hot(y, 4), [[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]])
+    np.testing.assert_array_equal(back_one_hot(one_hot(y, 4)), y)
+    # predict = argmax of the softmax = argmax of the logits
+    np.testing.assert_array_equal(back_one_hot(losses.softmax(jnp.asarray(SEED_Z.T))), [2, 2, 2, 0])
