@@ -163,6 +163,24 @@ def loss_and_grads(params, state, batch, hyper, key, *, config: MLPConfig):
     return total, grads, new_state, {"data_loss": data_loss, "correct": correct}
 
 
+def autodiff_loss_and_grads(params, state, batch, hyper, key, *, config: MLPConfig):
+    """The referee's version of ``loss_and_grads``: same signature and results, gradients by jax.grad.
+
+    Not used for training; benchmarks compare it with the hand-written path.
+    """
+    x, y = batch
+
+    def f(params):
+        logits, new_state, _ = forward(params, state, x, config=config, hyper=hyper, train=True, key=key)
+        data_loss, _ = losses.cross_entropy_forward(logits, y)
+        total = data_loss + losses.l2_penalty(weights(params), hyper.l2, x.shape[0])
+        correct = jnp.sum(jnp.argmax(logits, axis=-1) == y)
+        return total, (new_state, {"data_loss": data_loss, "correct": correct})
+
+    (total, (new_state, aux)), grads = jax.value_and_grad(f, has_aux=True)(params)
+    return total, grads, new_state, aux
+
+
 def predict(params, state, x, *, config: MLPConfig):
     """Evaluation-mode class predictions (batch,) int32."""
     logits, _, _ = forward(params, state, x, config=config, train=False)

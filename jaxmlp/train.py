@@ -96,11 +96,16 @@ def eval_params(ts: TrainState, tc: TrainConfig):
     return ts.ema if tc.ema else ts.params
 
 
-def train_step(ts: TrainState, hyper: Hyper, batch, *, tc: TrainConfig, key=None):
-    """One optimizer step on ``batch`` = (x (b, d_in), y (b,)). ``key``: this step's dropout key."""
+def train_step(ts: TrainState, hyper: Hyper, batch, *, tc: TrainConfig, key=None,
+               grad_fn=loss_and_grads):
+    """One optimizer step on ``batch`` = (x (b, d_in), y (b,)). ``key``: this step's dropout key.
+
+    ``grad_fn`` is the hand-written ``mlp.loss_and_grads``; benchmarks pass
+    ``mlp.autodiff_loss_and_grads`` to time the same step with jax.grad's gradients.
+    """
     if key is None:
         key = jax.random.fold_in(ts.key, ts.step)
-    cost, grads, bn_state, aux = loss_and_grads(ts.params, ts.bn_state, batch, hyper, key,
+    cost, grads, bn_state, aux = grad_fn(ts.params, ts.bn_state, batch, hyper, key,
                                                 config=tc.model)
     step_hyper = hyper._replace(learning_rate=schedules.learning_rate_at(tc.schedule, ts.step, hyper))
     updates, opt_state = optim.get(tc.optimizer).update(grads, ts.opt_state, ts.params, step_hyper)
@@ -110,7 +115,7 @@ def train_step(ts: TrainState, hyper: Hyper, batch, *, tc: TrainConfig, key=None
     return new, {"loss": cost, "correct": aux["correct"]}
 
 
-def train_epoch(ts: TrainState, hyper: Hyper, x, y, *, tc: TrainConfig):
+def train_epoch(ts: TrainState, hyper: Hyper, x, y, *, tc: TrainConfig, grad_fn=loss_and_grads):
     """One epoch as a single ``lax.scan``. x: (n, d_in) float, y: (n,) int, both on the device.
 
     Returns the new state and per-step metrics {"loss": (num_batches,), "correct": (num_batches,)}.
@@ -121,7 +126,7 @@ def train_epoch(ts: TrainState, hyper: Hyper, x, y, *, tc: TrainConfig):
     def body(ts, inp):
         i, rows = inp
         batch = (jnp.take(x, rows, axis=0), jnp.take(y, rows, axis=0))
-        return train_step(ts, hyper, batch, tc=tc, key=jax.random.fold_in(step_base, i))
+        return train_step(ts, hyper, batch, tc=tc, key=jax.random.fold_in(step_base, i), grad_fn=grad_fn)
 
     steps = jnp.arange(idx.shape[0])
     ts, metrics = jax.lax.scan(body, ts, (steps, idx))
@@ -333,11 +338,11 @@ def plot_curves(history: list, path: Path) -> None:
 
     ep = [r["epoch"] for r in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(ep, [r["train_loss"] for r in history], label="train")
+    a.plot(ep, [r["train_loss"] for r in history], label="train (cost during the epoch)")
     a.plot(ep, [r["dev_loss"] for r in history], label="dev")
     a.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
     a.legend()
-    b.plot(ep, [r["train_accuracy"] for r in history], label="train")
+    b.plot(ep, [r["train_accuracy"] for r in history], label="train (during the epoch)")
     b.plot(ep, [r["dev_accuracy"] for r in history], label="dev")
     b.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
     b.legend()

@@ -29,6 +29,16 @@ def ids(c):
     return f"{act}-drop{dr}-{'bn' if bn else 'nobn'}-l2{l2}-h{depth}"
 
 
+def matrix_params(slow_unless_depth=None):
+    """The matrix as pytest params; with ``slow_unless_depth``, other depths are marked slow
+    (``make test`` keeps one depth of every combination; ``make test-all`` runs them all)."""
+    out = []
+    for c in MATRIX:
+        marks = [pytest.mark.slow] if slow_unless_depth and c[-1] != slow_unless_depth else []
+        out.append(pytest.param(c, id=ids(c), marks=marks))
+    return out
+
+
 def setup(act, dr, bn, l2, depth, dtype):
     config = mlp.MLPConfig(sizes=(6,) + (5,) * depth + (3,), activation=act, batchnorm=bn,
                            dropout=dr > 0, init="xavier")
@@ -46,17 +56,24 @@ def per_array_max(a, b):
 _jitted = jax.jit(manual_and_autodiff, static_argnames="config")
 
 
-@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
-@pytest.mark.parametrize("combo", MATRIX, ids=[ids(c) for c in MATRIX])
-def test_backward_equals_jax_grad_float64(x64, combo, jit):
+def check_float64(combo, f):
     config, params, state, batch, hyper = setup(*combo, jnp.float64)
-    f = _jitted if jit else manual_and_autodiff
     manual, auto = f(params, state, batch, hyper, jax.random.PRNGKey(5), config=config)
     assert jax.tree_util.tree_structure(manual) == jax.tree_util.tree_structure(params)
     assert per_array_max(manual, auto) <= 1e-10
 
 
-@pytest.mark.parametrize("combo", MATRIX, ids=[ids(c) for c in MATRIX])
+@pytest.mark.parametrize("combo", matrix_params())
+def test_backward_equals_jax_grad_float64_jit(x64, combo):
+    check_float64(combo, _jitted)
+
+
+@pytest.mark.parametrize("combo", matrix_params(slow_unless_depth=2))
+def test_backward_equals_jax_grad_float64_eager(x64, combo):
+    check_float64(combo, manual_and_autodiff)
+
+
+@pytest.mark.parametrize("combo", matrix_params(slow_unless_depth=2))
 def test_backward_equals_jax_grad_float32(combo):
     config, params, state, batch, hyper = setup(*combo, jnp.float32)
     manual, auto = _jitted(params, state, batch, hyper, jax.random.PRNGKey(5), config=config)
@@ -139,3 +156,14 @@ def test_softmax_regression_has_no_hidden_layer(x64):
     config = mlp.MLPConfig(sizes=(5, 3))
     report = check_gradients(config, Hyper(l2=0.1), key=jax.random.PRNGKey(0), batch_size=4)
     assert report.ok and [r["name"] for r in report.arrays] == ["layer0.W", "layer0.b"]
+
+
+def test_autodiff_loss_and_grads_is_a_drop_in_referee(x64):
+    """The benchmark's jax.grad path returns the same cost, state, metrics and gradients."""
+    config, params, state, batch, hyper = setup("relu", 0.3, True, 1e-3, 2, jnp.float64)
+    key = jax.random.PRNGKey(4)
+    a = mlp.loss_and_grads(params, state, batch, hyper, key, config=config)
+    b = mlp.autodiff_loss_and_grads(params, state, batch, hyper, key, config=config)
+    assert float(a[0]) == pytest.approx(float(b[0]), rel=1e-14)
+    assert tree_rel_diff(a[1], b[1]) <= 1e-10
+    assert tree_rel_diff(a[2], b[2]) == 0.0 and int(a[3]["correct"]) == int(b[3]["correct"])

@@ -1,0 +1,165 @@
+"""Training-step speed of workload W against the roofline floor measured in the same run.
+
+W: 784-512-512-10 ReLU, Adam, float32, batch 128 (other batch sizes and nets via options), data on
+the device, one epoch = one lax.scan. Reports training examples/s (compile excluded, median of
+``--repeats`` epochs) for the hand-written step and for the same step with jax.grad's gradients, and
+the floor:
+
+    floor = matmul FLOPs per step / measured matmul rate at W's shapes
+          + optimizer bytes per step / measured elementwise bandwidth
+
+The matmul rate is measured by scanning exactly the step's matmuls (forward, weight gradients, input
+gradients except the first layer's) at the same shapes; the bandwidth by scanning an Adam-like
+elementwise update (read p, g, m, v; write p, m, v) over arrays of the model's size.
+
+    python benchmarks/step_speed.py [--batch 128] [--hidden 512,512] [--repeats 5] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmlp import data, mlp, train
+from jaxmlp.hyper import Hyper
+
+
+def load_data(n_train: int):
+    try:
+        ds = data.load_dataset("fashion-mnist", allow_download=False)
+        return jnp.asarray(ds.x_train), jnp.asarray(ds.y_train), "fashion-mnist"
+    except data.DatasetError:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((n_train, 784), dtype=np.float32)
+        return jnp.asarray(x), jnp.asarray(rng.integers(0, 10, n_train, dtype=np.int32)), "synthetic"
+
+
+def timed(fn, *args, repeats: int):
+    """Median seconds of ``fn(*args)`` over ``repeats`` runs (after one warm-up), blocking on results."""
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def matmul_flops_per_step(sizes, batch):
+    """2·B·d_in·d_out for each forward matmul and each weight gradient, and for each input gradient
+    except the first layer's (its input is data)."""
+    layers = list(zip(sizes[:-1], sizes[1:]))
+    fwd = sum(2 * batch * a * b for a, b in layers)
+    dx = sum(2 * batch * a * b for a, b in layers[1:])
+    return 2 * fwd + dx
+
+
+def measure_matmul_floor(sizes, batch, steps, repeats):
+    """Seconds per step for the step's matmuls alone, at its shapes, inside a scan like the epoch."""
+    key = jax.random.PRNGKey(0)
+    Ws = [jax.random.normal(key, (a, b), jnp.float32) * 0.01 for a, b in zip(sizes[:-1], sizes[1:])]
+    x0 = jax.random.normal(key, (batch, sizes[0]), jnp.float32)
+
+    @jax.jit
+    def run(Ws, x0):
+        def body(carry, _):
+            x, Ws = carry
+            hs = [x]
+            for W in Ws:  # forward
+                hs.append(hs[-1] @ W)
+            d = hs[-1] * 1e-3
+            new = []
+            for i in reversed(range(len(Ws))):  # backward: dW always, dx except the first layer
+                new.append(Ws[i] - 1e-6 * (hs[i].T @ d))
+                if i > 0:
+                    d = d @ Ws[i].T
+            return (x + 1e-6 * hs[-1].sum(), new[::-1]), None
+
+        (x, Ws), _ = jax.lax.scan(body, (x0, Ws), None, length=steps)
+        return x, Ws
+
+    return timed(run, Ws, x0, repeats=repeats) / steps
+
+
+def measure_bandwidth(n_params, steps, repeats):
+    """Bytes/s of an Adam-like elementwise pass (4 arrays read, 3 written) over n_params floats."""
+    p, g, m, v = (jnp.full((n_params,), float(i + 1), jnp.float32) for i in range(4))
+
+    @jax.jit
+    def run(p, g, m, v):
+        def body(c, _):
+            p, m, v = c
+            m = 0.9 * m + 0.1 * g
+            v = 0.999 * v + 0.001 * g * g
+            p = p - 1e-3 * m / (jnp.sqrt(v) + 1e-8)
+            return (p, m, v), None
+
+        return jax.lax.scan(body, (p, m, v), None, length=steps)[0]
+
+    seconds = timed(run, p, g, m, v, repeats=repeats) / steps
+    return 7 * 4 * n_params / seconds
+
+
+def bench(sizes, batch, repeats, x, y):
+    config = mlp.MLPConfig(sizes=sizes, activation="relu")
+    tc = train.TrainConfig(model=config, optimizer="adam", batch_size=batch)
+    hyper = Hyper(learning_rate=1e-3).as_arrays()
+    ts = train.init_state(jax.random.PRNGKey(0), tc, hyper)
+    steps = x.shape[0] // batch
+    n_params = sum(l.size for l in jax.tree_util.tree_leaves(ts.params))
+    out = {"sizes": list(sizes), "batch": batch, "steps_per_epoch": steps, "params": n_params}
+    for name, grad_fn in (("manual", mlp.loss_and_grads), ("autodiff", mlp.autodiff_loss_and_grads)):
+        fn = jax.jit(partial(train.train_epoch, tc=tc, grad_fn=grad_fn))
+        t = time.perf_counter()
+        compiled = fn.lower(ts, hyper, x, y).compile()
+        out[f"{name}_compile_s"] = time.perf_counter() - t
+        sec = timed(compiled, ts, hyper, x, y, repeats=repeats)
+        out[f"{name}_step_s"] = sec / steps
+        out[f"{name}_examples_per_s"] = steps * batch / sec
+    flops = matmul_flops_per_step(sizes, batch)
+    mm_step = measure_matmul_floor(sizes, batch, steps, repeats)
+    bw = measure_bandwidth(n_params, steps, repeats)
+    opt_bytes = 7 * 4 * n_params
+    out.update(matmul_flops_per_step=flops, matmul_gflops=flops / mm_step / 1e9,
+               bandwidth_gb_s=bw / 1e9, optimizer_bytes_per_step=opt_bytes,
+               floor_step_s=mm_step + opt_bytes / bw)
+    out["floor_examples_per_s"] = batch / out["floor_step_s"]
+    out["manual_vs_floor"] = out["manual_step_s"] / out["floor_step_s"]
+    out["autodiff_vs_floor"] = out["autodiff_step_s"] / out["floor_step_s"]
+    out["manual_speedup_over_autodiff"] = out["autodiff_step_s"] / out["manual_step_s"]
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=lambda s: [int(b) for b in s.split(",")], default=[128])
+    ap.add_argument("--hidden", default="512,512")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    sizes = (784, *[int(h) for h in args.hidden.split(",")], 10)
+    x, y, source = load_data(50_000)
+    rows = [bench(sizes, b, args.repeats, x, y) for b in args.batch]
+    print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__}, "
+          f"data {source}, net {'-'.join(map(str, sizes))}, Adam, float32, median of {args.repeats} epochs")
+    print(f"{'batch':>5} {'manual ex/s':>12} {'autodiff ex/s':>14} {'manual/autodiff':>16} "
+          f"{'floor ex/s':>11} {'manual/floor':>13} {'GFLOP/s mm':>11} {'GB/s':>7}")
+    for r in rows:
+        print(f"{r['batch']:>5} {r['manual_examples_per_s']:>12.0f} {r['autodiff_examples_per_s']:>14.0f} "
+              f"{r['manual_speedup_over_autodiff']:>16.3f} {r['floor_examples_per_s']:>11.0f} "
+              f"{r['manual_vs_floor']:>13.3f} {r['matmul_gflops']:>11.1f} {r['bandwidth_gb_s']:>7.1f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"backend": jax.default_backend(), "jax": jax.__version__, "data": source,
+                       "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
