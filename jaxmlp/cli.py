@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="runs/default", help="output folder (default runs/default)")
     r.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--data-parallel", action="store_true",
+                   help="shard each batch over all devices (batch size a multiple of the device count)")
 
     e = sub.add_parser("evaluate", help="accuracy of a saved model")
     e.add_argument("checkpoint")
@@ -100,6 +102,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the dataset it was trained on")
     e.add_argument("--data-dir", default=None)
     e.add_argument("--split", default="test", choices=["test", "dev", "train"])
+
+    w = sub.add_parser("sweep", help="train many settings as one compiled vmapped program")
+    d = w.add_argument_group("data")
+    d.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
+    d.add_argument("--data-dir", default=None)
+    d.add_argument("--dev-size", type=int, default=10_000)
+    a = w.add_argument_group("axes: each takes one value, a list 0,1e-4,1e-3, or a range 1e-4:1e-1:log:8")
+    a.add_argument("--hidden", default="100",
+                   help="hidden widths; alternatives separated by '/', e.g. 64/128/256 or 64,64/128,128")
+    for name, default in SWEEP_AXES.items():
+        a.add_argument(f"--{name.replace('_', '-')}", default=default, dest=name)
+    w.add_argument("--seeds", type=int, default=1, help="seeds per setting (default 1)")
+    w.add_argument("--random", type=int, default=None, metavar="N",
+                   help="draw N random points within each axis' range instead of the grid")
+    w.add_argument("--per-member-shuffle", action="store_true",
+                   help="each member shuffles the data with its own key (default: one shared order)")
+    w.add_argument("--chunk-size", type=int, default=None, help="members per compiled run (default all)")
+    w.add_argument("--activation", default="relu")
+    w.add_argument("--batchnorm", action="store_true")
+    w.add_argument("--init", default="he")
+    w.add_argument("--optimizer", default="adam")
+    w.add_argument("--schedule", default="constant")
+    w.add_argument("--use-ema", action="store_true", help="evaluate members with their parameter EMA")
+    w.add_argument("--batch-size", type=int, default=128)
+    w.add_argument("--epochs", type=int, default=5)
+    w.add_argument("--seed", type=int, default=0, help="data split and shared data order")
+    w.add_argument("--out", default="runs/sweep")
 
     g = sub.add_parser("gradcheck", help="hand-derived gradients vs jax.grad and finite differences")
     _network_options(g)
@@ -129,7 +158,8 @@ def cmd_train(args) -> int:
     print(f"{ds.name}: {ds.x_train.shape[0]} train / {ds.x_dev.shape[0]} dev / {ds.x_test.shape[0]} test; "
           f"network {'-'.join(map(str, tc.model.sizes))} {tc.model.activation}, {tc.optimizer} "
           f"lr {args.learning_rate:g}, batch {tc.batch_size}, {tc.epochs} epochs → {args.out}")
-    result = train.fit(ds, tc, hyper, out_dir=args.out, resume=args.resume, progress=not args.no_progress)
+    result = train.fit(ds, tc, hyper, out_dir=args.out, resume=args.resume, progress=not args.no_progress,
+                       data_parallel=args.data_parallel)
     s = result.summary
     print(f"{s['examples_per_second']:.0f} training examples/s (compile {s['compile_seconds']:.1f}s excluded); "
           f"wrote {args.out}/summary.json")
@@ -154,6 +184,52 @@ def cmd_evaluate(args) -> int:
         raise ValueError(f"{args.checkpoint} expects {tc.model.sizes[0]} features, data has {x.shape[1]}")
     acc, loss = train.evaluate(params, bn_state, x, labels, config=tc.model)
     print(f"{name} {args.split}: accuracy {acc:.4f}  loss {loss:.4f}  ({len(labels)} examples)")
+    return 0
+
+
+SWEEP_AXES = {"learning_rate": "1e-3", "l2": "0", "dropout": "0", "momentum": None, "b1": None,
+              "b2": None, "eps": None, "rho": None, "weight_decay": None, "ema_decay": None,
+              "bn_momentum": None, "init_scale": None}
+
+
+def cmd_sweep(args) -> int:
+    from jaxmlp import data, sweep, train
+    from jaxmlp.hyper import Hyper
+    from jaxmlp.mlp import MLPConfig
+
+    axes = {}
+    for name in SWEEP_AXES:
+        text = getattr(args, name)
+        if text is not None:
+            axes["dropout_rate" if name == "dropout" else name] = sweep.parse_axis(text)
+    try:
+        hidden = [_hidden(h) for h in args.hidden.split("/")]
+    except argparse.ArgumentTypeError as e:
+        raise ValueError(str(e)) from None
+    swept = [n for n, v in axes.items() if len(v) > 1]
+    base = Hyper()._replace(**{n: v[0] for n, v in axes.items() if len(v) == 1})
+    if args.random:
+        log_axes = [n for n in swept if min(axes[n]) > 0 and max(axes[n]) / min(axes[n]) >= 10]
+        members = sweep.random_sample(base, {n: axes[n] for n in swept}, args.random, seeds=args.seeds,
+                                      hidden=hidden, seed=args.seed, log_axes=log_axes)
+    else:
+        members = sweep.grid(base, {n: axes[n] for n in swept}, seeds=args.seeds, hidden=hidden)
+    ds = data.load_dataset(args.dataset, args.data_dir, dev_size=args.dev_size, seed=args.seed)
+    model = MLPConfig(sizes=(ds.x_train.shape[1], *hidden[0], ds.num_classes), activation=args.activation,
+                      batchnorm=args.batchnorm, init=args.init)
+    tc = train.TrainConfig(model=model, optimizer=args.optimizer, schedule=args.schedule, ema=args.use_ema,
+                           batch_size=args.batch_size, epochs=args.epochs, seed=args.seed)
+    print(f"{ds.name}: {len(members)} members ({', '.join(swept) or 'no axes'}"
+          f"{', hidden' if len(hidden) > 1 else ''} × {args.seeds} seeds), {tc.epochs} epochs → {args.out}")
+    res = sweep.run_sweep(ds, tc, members, chunk_size=args.chunk_size,
+                          shared_order=not args.per_member_shuffle, data_seed=args.seed, axes=swept,
+                          out_dir=args.out)
+    s, b = res.summary, res.summary["best"]
+    if b is not None:
+        print(f"best member {b['member']}: dev {b['dev_accuracy']:.4f}, test {b['test_accuracy']:.4f} "
+              f"({', '.join(f'{n}={b[n]:g}' for n in swept)}{', hidden=' + b['hidden'] if len(hidden) > 1 else ''})")
+    print(f"{s['diverged']} diverged; {s['examples_per_second']:.0f} examples/s over all members "
+          f"(compile {s['compile_seconds']:.1f}s excluded); wrote {args.out}/results.csv")
     return 0
 
 
@@ -194,7 +270,9 @@ def main(argv=None) -> int:
     from jaxmlp.train import TrainingDiverged
 
     try:
-        return {"train": cmd_train, "evaluate": cmd_evaluate, "gradcheck": cmd_gradcheck}[args.command](args)
+        commands = {"train": cmd_train, "evaluate": cmd_evaluate, "gradcheck": cmd_gradcheck,
+                    "sweep": cmd_sweep}
+        return commands[args.command](args)
     except TrainingDiverged as e:
         print(f"jaxmlp: error: {e}", file=sys.stderr)
         return EXIT_DIVERGED

@@ -74,11 +74,14 @@ def init(key, config: MLPConfig, *, scale=1.0, dtype=jnp.float32):
     return tuple(params), tuple(state)
 
 
-def forward(params, state, x, *, config: MLPConfig, hyper=None, train: bool = False, key=None):
+def forward(params, state, x, *, config: MLPConfig, hyper=None, train: bool = False, key=None,
+            masks=None):
     """x: (batch, d_in) -> logits (batch, d_out), the new state, and the caches ``backward`` needs.
 
     ``train=True`` uses batch statistics (and updates the running ones) and dropout with ``key``;
-    ``train=False`` uses the running statistics and no dropout.
+    ``train=False`` uses the running statistics and no dropout. ``masks``: optional tuple of
+    (d_hidden,) 0/1 vectors, one per hidden layer, multiplied into each activation (width sweeps pad
+    narrow members to the widest layer and mask the padding; see ``jaxmlp.sweep``).
     """
     use_dropout = train and config.dropout
     if use_dropout and key is None:
@@ -103,6 +106,8 @@ def forward(params, state, x, *, config: MLPConfig, hyper=None, train: bool = Fa
         else:
             new_state.append(state[i])
         h, act_cache = activations.forward(config.activation, z)
+        if masks is not None:
+            h = h * masks[i]  # (batch, d): padded units output exactly 0
         drop_cache = None
         if use_dropout:
             h, drop_cache = dropout.forward(h, hyper.dropout_rate, drop_keys[i])
@@ -116,15 +121,15 @@ def weights(params):
     return [p["W"] for p in params]
 
 
-def cost(params, state, batch, hyper, key, *, config: MLPConfig):
+def cost(params, state, batch, hyper, key, *, config: MLPConfig, masks=None):
     """J = mean cross-entropy + (λ/2m) Σ‖W‖² in training mode. The function the referee differentiates."""
     x, y = batch
-    logits, _, _ = forward(params, state, x, config=config, hyper=hyper, train=True, key=key)
+    logits, _, _ = forward(params, state, x, config=config, hyper=hyper, train=True, key=key, masks=masks)
     data_loss, _ = losses.cross_entropy_forward(logits, y)
     return data_loss + losses.l2_penalty(weights(params), hyper.l2, x.shape[0])
 
 
-def backward(params, caches, dlogits, *, config: MLPConfig):
+def backward(params, caches, dlogits, *, config: MLPConfig, masks=None):
     """Walk the layers in reverse: dlogits (batch, d_out) -> grads with the structure of ``params``."""
     grads = [None] * len(params)
     first = len(params) == 1
@@ -133,6 +138,8 @@ def backward(params, caches, dlogits, *, config: MLPConfig):
         lin_cache, bn_cache, act_cache, drop_cache = caches[i]
         if drop_cache is not None:
             dh = dropout.backward(drop_cache, dh)
+        if masks is not None:
+            dh = dh * masks[i]
         dz = activations.backward(config.activation, act_cache, dh)
         g = {}
         if bn_cache is not None:
@@ -143,7 +150,7 @@ def backward(params, caches, dlogits, *, config: MLPConfig):
     return tuple(grads)
 
 
-def loss_and_grads(params, state, batch, hyper, key, *, config: MLPConfig):
+def loss_and_grads(params, state, batch, hyper, key, *, config: MLPConfig, masks=None):
     """Cost, its hand-derived gradient, the updated batch-norm state, and aux metrics.
 
     batch = (x (batch, d_in) float, y (batch,) int labels). Returns
@@ -152,9 +159,9 @@ def loss_and_grads(params, state, batch, hyper, key, *, config: MLPConfig):
     x, y = batch
     m = x.shape[0]
     logits, new_state, caches = forward(params, state, x, config=config, hyper=hyper, train=True,
-                                        key=key)
+                                        key=key, masks=masks)
     data_loss, ce_cache = losses.cross_entropy_forward(logits, y)
-    grads = backward(params, caches, losses.cross_entropy_backward(ce_cache), config=config)
+    grads = backward(params, caches, losses.cross_entropy_backward(ce_cache), config=config, masks=masks)
     grads = tuple(
         {**g, "W": g["W"] + losses.l2_backward(p["W"], hyper.l2, m)} for p, g in zip(params, grads)
     )
@@ -163,7 +170,7 @@ def loss_and_grads(params, state, batch, hyper, key, *, config: MLPConfig):
     return total, grads, new_state, {"data_loss": data_loss, "correct": correct}
 
 
-def autodiff_loss_and_grads(params, state, batch, hyper, key, *, config: MLPConfig):
+def autodiff_loss_and_grads(params, state, batch, hyper, key, *, config: MLPConfig, masks=None):
     """The referee's version of ``loss_and_grads``: same signature and results, gradients by jax.grad.
 
     Not used for training; benchmarks compare it with the hand-written path.
@@ -171,7 +178,8 @@ def autodiff_loss_and_grads(params, state, batch, hyper, key, *, config: MLPConf
     x, y = batch
 
     def f(params):
-        logits, new_state, _ = forward(params, state, x, config=config, hyper=hyper, train=True, key=key)
+        logits, new_state, _ = forward(params, state, x, config=config, hyper=hyper, train=True, key=key,
+                                       masks=masks)
         data_loss, _ = losses.cross_entropy_forward(logits, y)
         total = data_loss + losses.l2_penalty(weights(params), hyper.l2, x.shape[0])
         correct = jnp.sum(jnp.argmax(logits, axis=-1) == y)

@@ -97,7 +97,7 @@ def eval_params(ts: TrainState, tc: TrainConfig):
 
 
 def train_step(ts: TrainState, hyper: Hyper, batch, *, tc: TrainConfig, key=None,
-               grad_fn=loss_and_grads):
+               grad_fn=loss_and_grads, masks=None):
     """One optimizer step on ``batch`` = (x (b, d_in), y (b,)). ``key``: this step's dropout key.
 
     ``grad_fn`` is the hand-written ``mlp.loss_and_grads``; benchmarks pass
@@ -106,7 +106,7 @@ def train_step(ts: TrainState, hyper: Hyper, batch, *, tc: TrainConfig, key=None
     if key is None:
         key = jax.random.fold_in(ts.key, ts.step)
     cost, grads, bn_state, aux = grad_fn(ts.params, ts.bn_state, batch, hyper, key,
-                                                config=tc.model)
+                                         config=tc.model, masks=masks)
     step_hyper = hyper._replace(learning_rate=schedules.learning_rate_at(tc.schedule, ts.step, hyper))
     updates, opt_state = optim.get(tc.optimizer).update(grads, ts.opt_state, ts.params, step_hyper)
     params = optim.apply_updates(ts.params, updates)
@@ -115,18 +115,23 @@ def train_step(ts: TrainState, hyper: Hyper, batch, *, tc: TrainConfig, key=None
     return new, {"loss": cost, "correct": aux["correct"]}
 
 
-def train_epoch(ts: TrainState, hyper: Hyper, x, y, *, tc: TrainConfig, grad_fn=loss_and_grads):
+def train_epoch(ts: TrainState, hyper: Hyper, x, y, *, tc: TrainConfig, idx=None, masks=None,
+                grad_fn=loss_and_grads):
     """One epoch as a single ``lax.scan``. x: (n, d_in) float, y: (n,) int, both on the device.
 
+    ``idx`` (num_batches, batch_size): the epoch's batch rows; by default drawn from the state's key
+    (sweeps pass one shared ``idx`` to give every member the same data order).
     Returns the new state and per-step metrics {"loss": (num_batches,), "correct": (num_batches,)}.
     """
     key, perm_key, step_base = jax.random.split(ts.key, 3)
-    idx = data.batch_indices(perm_key, x.shape[0], tc.batch_size)  # (num_batches, batch_size)
+    if idx is None:
+        idx = data.batch_indices(perm_key, x.shape[0], tc.batch_size)  # (num_batches, batch_size)
 
     def body(ts, inp):
         i, rows = inp
         batch = (jnp.take(x, rows, axis=0), jnp.take(y, rows, axis=0))
-        return train_step(ts, hyper, batch, tc=tc, key=jax.random.fold_in(step_base, i), grad_fn=grad_fn)
+        return train_step(ts, hyper, batch, tc=tc, key=jax.random.fold_in(step_base, i), grad_fn=grad_fn,
+                          masks=masks)
 
     steps = jnp.arange(idx.shape[0])
     ts, metrics = jax.lax.scan(body, ts, (steps, idx))
@@ -190,9 +195,10 @@ def load_model(path):
 
 
 def fit(ds: data.Dataset, tc: TrainConfig, hyper: Hyper, *, out_dir=None, resume: bool = False,
-        progress: bool = True, log=print) -> FitResult:
+        progress: bool = True, log=print, data_parallel: bool = False) -> FitResult:
     """Train with early stopping on dev accuracy; write checkpoint/metrics/curves/summary to out_dir.
 
+    ``data_parallel=True`` shards every batch over all devices (``jaxmlp.parallel``).
     Raises ``TrainingDiverged`` when the loss turns non-finite (the last good checkpoint stays).
     """
     validate(hyper)
@@ -233,7 +239,12 @@ def fit(ds: data.Dataset, tc: TrainConfig, hyper: Hyper, *, out_dir=None, resume
 
     x_train, y_train = jax.device_put(ds.x_train), jax.device_put(ds.y_train)
     t0 = time.perf_counter()
-    epoch_fn = jax.jit(partial(train_epoch, tc=tc), donate_argnums=0)
+    if data_parallel and jax.device_count() > 1:
+        from jaxmlp import parallel
+
+        epoch_fn = parallel.data_parallel_epoch(tc, parallel.data_mesh())
+    else:
+        epoch_fn = jax.jit(partial(train_epoch, tc=tc), donate_argnums=0)
     epoch_fn = epoch_fn.lower(ts, hyper_arr, x_train, y_train).compile()
     compile_seconds = time.perf_counter() - t0
 
@@ -293,6 +304,7 @@ def fit(ds: data.Dataset, tc: TrainConfig, hyper: Hyper, *, out_dir=None, resume
         "examples_per_second": examples / train_seconds if train_seconds > 0 else float("nan"),
         "dataset": ds.name, "train_size": n_train, "dev_size": int(ds.x_dev.shape[0]),
         "config": tc.to_dict(), "hyper": hyper.to_dict(), "backend": jax.default_backend(),
+        "devices": jax.device_count() if data_parallel else 1,
     }
     log(f"test accuracy {test_acc:.4f} (best dev {best_acc:.4f} at epoch {best_epoch})")
     if out is not None:

@@ -1,0 +1,385 @@
+"""Sweeps: K hyperparameter settings (× seeds, × hidden widths) trained as ONE ``jit(vmap(...))`` program.
+
+Contract::
+
+    members = grid(Hyper(), {"learning_rate": [1e-3, 1e-2], "l2": [0, 1e-4]}, seeds=2, hidden=[(100,)])
+    result = run_sweep(ds, tc, members, epochs=5, chunk_size=None, out_dir="runs/sweep1")
+    result.rows        # one dict per member: its hyperparameters, train_loss, dev/test accuracy, diverged
+
+How it works:
+  - Every member shares ``tc`` (structure: optimizer, schedule, activation, depth); its numbers are a
+    ``Hyper`` with a leading member axis, so one compiled step serves them all and nothing recompiles.
+  - Hidden widths are swept by masking: every member is padded to the widest layer; the padded
+    weights start at exactly 0 and the padded units' activations are multiplied by a 0 mask, so their
+    gradients, L2 terms and optimizer updates are exactly 0 forever and the member computes what its
+    narrow model would (up to float summation order). With dropout, a padded member draws its masks at
+    the padded shape, so it matches its narrow twin in distribution, not bit for bit.
+  - Data order is SHARED by default: each epoch draws one permutation for all members (it differs
+    only in the data key), so members differ only in their hyperparameters and seeds. Pass
+    ``shared_order=False`` for per-member shuffles (each member's own key).
+  - A member whose loss turns non-finite is reported ``diverged`` with its first bad step; lanes of a
+    vmap never mix, so it cannot poison the others.
+  - ``chunk_size``: members run in chunks of this size, one after the other (same compiled program);
+    on several devices the member axis is sharded over a ``jax.sharding.Mesh`` with ``NamedSharding``.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import time
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxmlp import data, train
+from jaxmlp.hyper import Hyper, validate
+from jaxmlp.mlp import MLPConfig
+
+SWEEPABLE = ("learning_rate", "l2", "dropout_rate", "momentum", "b1", "b2", "eps", "rho", "weight_decay",
+             "ema_decay", "bn_momentum", "init_scale", "decay_rate", "warmup_steps", "final_lr_fraction")
+
+
+@dataclass(frozen=True)
+class Member:
+    hyper: Hyper
+    seed: int
+    hidden: tuple  # this member's hidden widths (≤ the sweep's padded widths)
+
+    def label(self, axes) -> dict:
+        d = {name: float(getattr(self.hyper, name)) for name in axes}
+        return {**d, "seed": self.seed, "hidden": ",".join(map(str, self.hidden))}
+
+
+def parse_axis(text: str) -> tuple:
+    """'1e-4:1e-1:log:8' (8 log-spaced), '0:0.5:lin:6' (6 evenly spaced) or '0,1e-4,1e-3' (a list)."""
+    parts = text.split(":")
+    try:
+        if len(parts) == 4:
+            lo, hi, scale, n = float(parts[0]), float(parts[1]), parts[2], int(parts[3])
+            if n < 1 or scale not in ("log", "lin"):
+                raise ValueError
+            if scale == "log":
+                if lo <= 0 or hi <= 0:
+                    raise ValueError
+                return tuple(float(v) for v in np.geomspace(lo, hi, n))
+            return tuple(float(v) for v in np.linspace(lo, hi, n))
+        if len(parts) == 1:
+            return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        pass
+    raise ValueError(f"cannot read sweep values {text!r}: use a list like 0,1e-4,1e-3 or a range like "
+                     f"1e-4:1e-1:log:8 (log needs positive ends) or 0:0.5:lin:6")
+
+
+def grid(base: Hyper, axes: dict, *, seeds: int = 1, hidden=((),), first_seed: int = 0) -> list:
+    """Every combination of ``axes`` values × hidden options × ``seeds`` seeds."""
+    for name in axes:
+        if name not in SWEEPABLE:
+            raise ValueError(f"cannot sweep {name!r}; sweepable: {', '.join(SWEEPABLE)}")
+    names = list(axes)
+    members = []
+    for h in hidden:
+        for values in itertools.product(*(axes[n] for n in names)):
+            hyper = base._replace(**dict(zip(names, values)))
+            validate(hyper)
+            for s in range(seeds):
+                members.append(Member(hyper, first_seed + s, tuple(h)))
+    return members
+
+
+def random_sample(base: Hyper, axes: dict, n: int, *, seeds: int = 1, hidden=((),), seed: int = 0,
+                  log_axes=()) -> list:
+    """``n`` random points: each axis drawn between its min and max (log-uniform for ``log_axes``)."""
+    rng = np.random.default_rng(seed)
+    members = []
+    for _ in range(n):
+        point = {}
+        for name, values in axes.items():
+            lo, hi = min(values), max(values)
+            if name in log_axes:
+                point[name] = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+            else:
+                point[name] = float(rng.uniform(lo, hi))
+        h = hidden[rng.integers(len(hidden))]
+        hyper = base._replace(**point)
+        validate(hyper)
+        members.extend(Member(hyper, s, tuple(h)) for s in range(seeds))
+    return members
+
+
+# ---------------------------------------------------------------------------------------------
+# Padding narrow members to the widest layer
+
+
+def padded_config(tc: train.TrainConfig, members) -> train.TrainConfig:
+    depth = {len(m.hidden) for m in members}
+    if len(depth) != 1:
+        raise ValueError(f"members of one sweep must have the same number of hidden layers, got {sorted(depth)}")
+    widths = tuple(max(m.hidden[i] for m in members) for i in range(depth.pop()))
+    sizes = (tc.model.sizes[0], *widths, tc.model.sizes[-1])
+    return replace(tc, model=replace(tc.model, sizes=sizes))
+
+
+def member_state(member: Member, tc: train.TrainConfig, wide_tc: train.TrainConfig):
+    """(TrainState padded to wide_tc, masks): exactly the state ``train.init_state`` gives the narrow
+    member, with zeros (γ = 1, var = 1) in the padding."""
+    narrow_tc = replace(tc, model=replace(tc.model, sizes=(tc.model.sizes[0], *member.hidden,
+                                                          tc.model.sizes[-1])))
+    hyper = member.hyper.as_arrays()
+    narrow = train.init_state(jax.random.PRNGKey(member.seed), narrow_tc, hyper)
+    wide = train.init_state(jax.random.PRNGKey(member.seed), wide_tc, hyper._replace(init_scale=jnp.float32(0)))
+
+    def put(w, n):
+        return w.at[tuple(slice(0, s) for s in n.shape)].set(n)
+
+    ts = jax.tree_util.tree_map(put, wide, narrow)
+    masks = tuple((jnp.arange(W) < w).astype(jnp.float32)
+                  for W, w in zip(wide_tc.model.sizes[1:-1], member.hidden))
+    return ts, masks
+
+
+def unpad(tree_wide, tree_narrow_template):
+    return jax.tree_util.tree_map(lambda w, n: w[tuple(slice(0, s) for s in n.shape)],
+                                  tree_wide, tree_narrow_template)
+
+
+def stack(trees):
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+
+
+# ---------------------------------------------------------------------------------------------
+# The compiled programs
+
+
+def make_epoch(wide_tc, shared_order: bool):
+    """jit(vmap(train_epoch)) over the member axis; x, y (and a shared idx) are not batched."""
+    epoch = partial(train.train_epoch, tc=wide_tc)
+    if shared_order:
+        fn = jax.vmap(lambda ts, h, x, y, idx, masks: epoch(ts, h, x, y, idx=idx, masks=masks),
+                      in_axes=(0, 0, None, None, None, 0))
+    else:
+        fn = jax.vmap(lambda ts, h, x, y, idx, masks: epoch(ts, h, x, y, masks=masks),
+                      in_axes=(0, 0, None, None, None, 0))
+    return jax.jit(fn, donate_argnums=0)
+
+
+def make_eval(config: MLPConfig):
+    def one(params, bn_state, x, y):
+        from jaxmlp.mlp import forward
+
+        logits, _, _ = forward(params, bn_state, x, config=config, train=False)
+        return jnp.mean((jnp.argmax(logits, axis=-1) == y).astype(jnp.float32))
+
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None)))
+
+
+def member_sharding(n_devices: int | None = None):
+    """A 1-D mesh over the devices with the member axis sharded; None on one device."""
+    devices = jax.devices()[: n_devices or jax.device_count()]
+    if len(devices) <= 1:
+        return None, None
+    mesh = Mesh(np.array(devices), ("members",))
+    return NamedSharding(mesh, P("members")), NamedSharding(mesh, P())
+
+
+# ---------------------------------------------------------------------------------------------
+# Running a sweep
+
+
+@dataclass
+class SweepResult:
+    rows: list
+    summary: dict
+    history: list = field(default_factory=list)  # per epoch: (K,) train_loss and dev_accuracy
+    final_state: object = None  # the last chunk's padded TrainState, leading member axis
+
+
+def run_sweep(ds: data.Dataset, tc: train.TrainConfig, members: list, *, chunk_size: int | None = None,
+              shared_order: bool = True, data_seed: int = 0, n_devices: int | None = None,
+              axes=(), out_dir=None, log=print) -> SweepResult:
+    if not members:
+        raise ValueError("a sweep needs at least one member")
+    n_train = ds.x_train.shape[0]
+    if tc.batch_size > n_train:
+        raise ValueError(f"batch size {tc.batch_size} is larger than the {n_train} training examples")
+    if any(float(m.hyper.dropout_rate) > 0 for m in members) and not tc.model.dropout:
+        tc = replace(tc, model=replace(tc.model, dropout=True))
+    wide_tc = padded_config(tc, members)
+    steps = n_train // tc.batch_size
+    if tc.schedule == "cosine":
+        members = [replace(m, hyper=m.hyper._replace(total_steps=float(tc.epochs * steps)))
+                   if float(m.hyper.total_steps) <= 1 else m for m in members]
+    k = len(members)
+    sharding, replicated = member_sharding(n_devices)
+    n_dev = 1 if sharding is None else sharding.mesh.size
+    chunk = chunk_size or k
+    chunk = int(math.ceil(chunk / n_dev) * n_dev)  # the member axis must split evenly over devices
+    x_train, y_train = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
+    x_dev, y_dev = jnp.asarray(ds.x_dev), jnp.asarray(ds.y_dev)
+    x_test, y_test = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
+    if replicated is not None:
+        x_train, y_train, x_dev, y_dev, x_test, y_test = jax.device_put(
+            (x_train, y_train, x_dev, y_dev, x_test, y_test), replicated)
+    epoch_fn = make_epoch(wide_tc, shared_order)
+    eval_fn = make_eval(wide_tc.model)
+    data_key = jax.random.PRNGKey(data_seed)
+
+    rows, history = [None] * k, [[] for _ in range(tc.epochs)]
+    compile_s, train_s = 0.0, 0.0
+    best = None
+    for start in range(0, k, chunk):
+        part = members[start:start + chunk]
+        padded_part = part + [part[-1]] * (chunk - len(part))  # same shape every chunk: one program
+        states, masks = zip(*(member_state(m, tc, wide_tc) for m in padded_part))
+        ts, masks = stack(states), stack(masks)
+        hyper = stack([m.hyper.as_arrays() for m in padded_part])
+        if sharding is not None:
+            ts, masks, hyper = jax.device_put((ts, masks, hyper), sharding)
+        idx0 = data.batch_indices(jax.random.fold_in(data_key, 0), n_train, tc.batch_size)
+        if start == 0:
+            t = time.perf_counter()
+            epoch_fn = epoch_fn.lower(ts, hyper, x_train, y_train, idx0, masks).compile()
+            compile_s = time.perf_counter() - t
+        first_bad = np.full(len(padded_part), -1)
+        for e in range(tc.epochs):
+            idx = data.batch_indices(jax.random.fold_in(data_key, e), n_train, tc.batch_size)
+            t = time.perf_counter()
+            ts, metrics = epoch_fn(ts, hyper, x_train, y_train, idx, masks)
+            losses = np.asarray(metrics["loss"])  # (chunk, steps); blocks
+            train_s += time.perf_counter() - t
+            bad = ~np.isfinite(losses)
+            newly = (first_bad < 0) & bad.any(axis=1)
+            first_bad[newly] = e * steps + np.argmax(bad[newly], axis=1) + 1
+            dev = np.asarray(eval_fn(train.eval_params(ts, wide_tc), ts.bn_state, x_dev, y_dev))
+            history[e].append({"train_loss": losses.mean(axis=1)[: len(part)],
+                               "dev_accuracy": dev[: len(part)]})
+        test = np.asarray(eval_fn(train.eval_params(ts, wide_tc), ts.bn_state, x_test, y_test))
+        for j, m in enumerate(part):
+            diverged = bool(first_bad[j] >= 0)
+            row = {"member": start + j, **m.label(axes),
+                   "train_loss": float(losses[j].mean()) if not diverged else float("nan"),
+                   "dev_accuracy": float(dev[j]) if not diverged else float("nan"),
+                   "test_accuracy": float(test[j]) if not diverged else float("nan"),
+                   "diverged": diverged, "diverged_at_step": int(first_bad[j]) if diverged else None}
+            rows[start + j] = row
+            if not diverged and (best is None or row["dev_accuracy"] > best[0]["dev_accuracy"]):
+                best = (row, m, jax.tree_util.tree_map(lambda a: np.asarray(a[j]), ts),
+                        jax.tree_util.tree_map(lambda a: np.asarray(a[j]), masks))
+        log(f"members {start}–{start + len(part) - 1}: best dev accuracy so far "
+            f"{best[0]['dev_accuracy'] if best else float('nan'):.4f}")
+
+    hist = [{"train_loss": np.concatenate([h["train_loss"] for h in ep]).tolist(),
+             "dev_accuracy": np.concatenate([h["dev_accuracy"] for h in ep]).tolist()} for ep in history]
+    examples = k * tc.epochs * steps * tc.batch_size
+    summary = {
+        "members": k, "epochs": tc.epochs, "seconds": train_s, "compile_seconds": compile_s,
+        "examples_per_second": examples / train_s if train_s > 0 else float("nan"),
+        "diverged": sum(r["diverged"] for r in rows), "shared_data_order": shared_order,
+        "chunk_size": chunk, "devices": n_dev, "backend": jax.default_backend(),
+        "config": tc.to_dict(), "padded_sizes": list(wide_tc.model.sizes), "axes": list(axes),
+        "best": None if best is None else {**best[0],
+                                           "hyper": best[1].hyper.to_dict()},
+    }
+    result = SweepResult(rows, summary, hist, ts)
+    if out_dir is not None:
+        write_outputs(Path(out_dir), result, ds, tc, best)
+    return result
+
+
+def write_outputs(out: Path, result: SweepResult, ds, tc, best) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "results.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(result.rows[0]))
+        w.writeheader()
+        w.writerows(result.rows)
+    tmp.replace(out / "results.csv")
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(result.summary, indent=2) + "\n")
+    tmp.replace(out / "summary.json")
+    if best is not None:
+        row, member, ts_wide, _ = best
+        narrow_tc = replace(tc, model=replace(tc.model, sizes=(tc.model.sizes[0], *member.hidden,
+                                                              tc.model.sizes[-1])))
+        template = train.init_state(jax.random.PRNGKey(member.seed), narrow_tc, member.hyper.as_arrays())
+        ts = unpad(ts_wide, template)
+        best_tree = {"params": train.eval_params(ts, narrow_tc), "bn_state": ts.bn_state}
+        meta = {"config": narrow_tc.to_dict(), "hyper": member.hyper.to_dict(),
+                "normalizer": ds.normalizer._asdict(), "dataset": ds.name, "dev_size": int(ds.x_dev.shape[0]),
+                "epoch": tc.epochs, "history": [], "best_dev_accuracy": row["dev_accuracy"],
+                "best_epoch": tc.epochs, "bad_epochs": 0, "sweep_member": row["member"]}
+        train.save_run(out / "best_checkpoint.npz", ts, best_tree, meta)
+    plot(out, result)
+
+
+def plot(out: Path, result: SweepResult) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes = [a for a in result.summary["axes"]]
+    rows = result.rows
+    if len({r["hidden"] for r in rows}) > 1:
+        axes = axes + ["hidden"]
+    if len(axes) == 2:
+        a, b = axes
+        va, vb = sorted({r[a] for r in rows}, key=_key), sorted({r[b] for r in rows}, key=_key)
+        grid_ = np.full((len(va), len(vb)), np.nan)
+        for i, x in enumerate(va):
+            for j, y in enumerate(vb):
+                accs = [r["dev_accuracy"] for r in rows if r[a] == x and r[b] == y]
+                grid_[i, j] = np.nanmean(accs) if not all(np.isnan(accs)) else np.nan
+        fig, ax = plt.subplots(figsize=(1.2 * len(vb) + 3, 0.6 * len(va) + 2.5))
+        im = ax.imshow(grid_, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(vb)), [_fmt(v) for v in vb])
+        ax.set_yticks(range(len(va)), [_fmt(v) for v in va])
+        ax.set(xlabel=b, ylabel=a, title="dev accuracy (mean over seeds; blank = diverged)")
+        for i in range(len(va)):
+            for j in range(len(vb)):
+                if np.isfinite(grid_[i, j]):
+                    light = im.norm(grid_[i, j]) > 0.6  # dark text on the bright end of viridis
+                    ax.text(j, i, f"{grid_[i, j]:.3f}", ha="center", va="center", fontsize=8,
+                            color="k" if light else "w")
+        fig.colorbar(im, ax=ax, label="dev accuracy")
+        fig.tight_layout()
+        fig.savefig(out / "heatmap.png", dpi=100)
+        plt.close(fig)
+    elif len(axes) == 1:
+        (a,) = axes
+        vals = sorted({r[a] for r in rows}, key=_key)
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+        means = [np.nanmean([r["dev_accuracy"] for r in rows if r[a] == v] or [np.nan]) for v in vals]
+        xs = list(range(len(vals))) if a == "hidden" else vals
+        left.plot(xs, means, "o-")
+        if a != "hidden" and min(vals) > 0 and max(vals) / min(vals) > 50:
+            left.set_xscale("log")
+        if a == "hidden":
+            left.set_xticks(xs, vals)
+        left.set(xlabel=a, ylabel="final dev accuracy (mean over seeds)", title=f"dev accuracy vs {a}")
+        epochs = range(1, len(result.history) + 1)
+        for v in vals:
+            members = [r["member"] for r in rows if r[a] == v]
+            curve = [np.nanmean([ep["dev_accuracy"][m] for m in members]) for ep in result.history]
+            right.plot(epochs, curve, label=f"{a}={_fmt(v)}")
+        right.set(xlabel="epoch", ylabel="dev accuracy", title="learning curves")
+        right.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "curves.png", dpi=100)
+        plt.close(fig)
+
+
+def _key(v):
+    return (0, v) if isinstance(v, (int, float)) else (1, [int(s) for s in str(v).split(",") if s])
+
+
+def _fmt(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)

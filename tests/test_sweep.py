@@ -1,0 +1,170 @@
+"""Sweeps: a vmapped member equals its configuration trained alone; masking, divergence, chunks, files."""
+
+import csv
+import json
+from dataclasses import replace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import make_idx_dataset
+from jaxmlp import data, sweep, train
+from jaxmlp.hyper import Hyper
+from jaxmlp.mlp import MLPConfig
+
+# float32 tolerance for "the same computation, batched differently": vmapped and padded matmuls may
+# sum in another order; over ~48 Adam steps the drift stays far below 1e-4 relative.
+RTOL, ATOL = 1e-4, 1e-5
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder = make_idx_dataset(tmp_path_factory.mktemp("idx"), n_train=1000, n_test=200)
+    return data.load_dataset("mnist", folder, dev_size=200, seed=0)
+
+
+def tc_for(hidden=(32,), **kw):
+    model = MLPConfig(sizes=(16, *hidden, 10), activation=kw.pop("activation", "sigmoid"),
+                      batchnorm=kw.pop("batchnorm", True), dropout=kw.pop("dropout", False))
+    return train.TrainConfig(model=model, batch_size=50, epochs=kw.pop("epochs", 3), **kw)
+
+
+def train_alone(ds, tc, member, *, shared_key=0):
+    """The member's configuration trained on its own, with the sweep's shared data order."""
+    narrow = replace(tc, model=replace(tc.model, sizes=(16, *member.hidden, 10)))
+    h = member.hyper.as_arrays()
+    ts = train.init_state(jax.random.PRNGKey(member.seed), narrow, h)
+    epoch = jax.jit(train.train_epoch, static_argnames="tc")
+    x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
+    for e in range(tc.epochs):
+        idx = data.batch_indices(jax.random.fold_in(jax.random.PRNGKey(shared_key), e), x.shape[0], 50)
+        ts, _ = epoch(ts, h, x, y, tc=narrow, idx=idx)
+    return narrow, ts
+
+
+def sweep_states(ds, tc, members, **kw):
+    """Run a sweep (one chunk) and return the result and every member's final padded TrainState."""
+    res = sweep.run_sweep(ds, tc, members, log=lambda s: None, **kw)
+    return res, res.final_state
+
+
+def test_parse_axis():
+    assert sweep.parse_axis("0,1e-4,1e-3") == (0.0, 1e-4, 1e-3)
+    np.testing.assert_allclose(sweep.parse_axis("1e-4:1e-1:log:4"), [1e-4, 1e-3, 1e-2, 1e-1], rtol=1e-12)
+    np.testing.assert_allclose(sweep.parse_axis("0:0.5:lin:3"), [0, 0.25, 0.5])
+    for bad in ("0:1:log:3", "1:2:cubic:3", "a,b", "1:2:log"):
+        with pytest.raises(ValueError, match="cannot read sweep values"):
+            sweep.parse_axis(bad)
+
+
+def test_grid_members_and_validation():
+    ms = sweep.grid(Hyper(), {"learning_rate": [1e-3, 1e-2], "l2": [0.0, 1e-4, 1e-3]}, seeds=2,
+                    hidden=[(8,), (16,)])
+    assert len(ms) == 2 * 3 * 2 * 2
+    assert {m.seed for m in ms} == {0, 1} and {m.hidden for m in ms} == {(8,), (16,)}
+    with pytest.raises(ValueError, match="cannot sweep 'epochs'"):
+        sweep.grid(Hyper(), {"epochs": [1, 2]})
+    with pytest.raises(ValueError, match="learning rate"):
+        sweep.grid(Hyper(), {"learning_rate": [0.0]})
+    r = sweep.random_sample(Hyper(), {"learning_rate": [1e-4, 1e-1]}, 20, log_axes=["learning_rate"])
+    lrs = [float(m.hyper.learning_rate) for m in r]
+    assert len(r) == 20 and min(lrs) >= 1e-4 and max(lrs) <= 1e-1 and len(set(lrs)) == 20
+
+
+def test_member_equals_same_configuration_trained_alone(tiny):
+    """Members with different learning rates, L2, seeds AND widths (masked): each ends where it would
+    alone. Sigmoid + batch norm: the case where an unmasked padded unit would NOT stay silent."""
+    tc = tc_for(hidden=(32,))
+    members = sweep.grid(Hyper(), {"learning_rate": [3e-3, 1e-2], "l2": [0.0, 1e-3]}, seeds=2,
+                         hidden=[(32,), (8,)])
+    res, ts_wide = sweep_states(tiny, tc, members, axes=["learning_rate", "l2"])
+    for j in (0, 5, 10, 15):  # wide and narrow members, both seeds, all hyperparameter values
+        m = members[j]
+        narrow_tc, alone = train_alone(tiny, tc, m)
+        mine = sweep.unpad(jax.tree_util.tree_map(lambda a: a[j], ts_wide), alone)
+        for a, b in zip(jax.tree_util.tree_leaves(mine.params), jax.tree_util.tree_leaves(alone.params)):
+            np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
+        # and the padding stayed exactly zero
+        W0 = np.asarray(ts_wide.params[0]["W"][j])
+        assert not W0[:, m.hidden[0]:].any() and not np.asarray(ts_wide.params[1]["W"][j])[m.hidden[0]:].any()
+    assert res.summary["members"] == 16 and res.summary["diverged"] == 0
+
+
+def test_per_member_shuffle_uses_each_members_own_key(tiny):
+    tc = tc_for(hidden=(16,), batchnorm=False, activation="relu", epochs=2)
+    members = sweep.grid(Hyper(), {"learning_rate": [1e-2]}, seeds=2, hidden=[(16,)])
+    _, ts_wide = sweep_states(tiny, tc, members, shared_order=False)
+    alone = train.init_state(jax.random.PRNGKey(1), tc, members[1].hyper.as_arrays())
+    for _ in range(2):
+        alone, _ = jax.jit(train.train_epoch, static_argnames="tc")(
+            alone, members[1].hyper.as_arrays(), jnp.asarray(tiny.x_train), jnp.asarray(tiny.y_train), tc=tc)
+    for a, b in zip(jax.tree_util.tree_leaves(ts_wide.params), jax.tree_util.tree_leaves(alone.params)):
+        np.testing.assert_allclose(a[1], b, rtol=RTOL, atol=ATOL)
+
+
+def test_diverged_members_are_reported_and_do_not_poison_the_others(tiny):
+    tc = tc_for(hidden=(16,), batchnorm=False, activation="relu", optimizer="sgd")
+    good = sweep.grid(Hyper(), {"learning_rate": [0.05, 0.1]})
+    bad = sweep.grid(Hyper(), {"learning_rate": [1e30]})
+    mixed = sweep.run_sweep(tiny, tc, good[:1] + bad + good[1:], axes=["learning_rate"], log=lambda s: None)
+    clean = sweep.run_sweep(tiny, tc, good, axes=["learning_rate"], log=lambda s: None)
+    assert [r["diverged"] for r in mixed.rows] == [False, True, False]
+    assert mixed.rows[1]["diverged_at_step"] >= 1 and np.isnan(mixed.rows[1]["dev_accuracy"])
+    assert mixed.summary["diverged"] == 1
+    for a, b in zip([mixed.rows[0], mixed.rows[2]], clean.rows):
+        assert a["dev_accuracy"] == pytest.approx(b["dev_accuracy"], abs=1e-6)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+
+
+def test_chunks_give_the_same_results_as_one_program(tiny):
+    tc = tc_for(hidden=(16,), batchnorm=False, activation="tanh")
+    members = sweep.grid(Hyper(), {"learning_rate": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]})
+    whole = sweep.run_sweep(tiny, tc, members, log=lambda s: None)
+    chunked = sweep.run_sweep(tiny, tc, members, chunk_size=2, log=lambda s: None)
+    assert chunked.summary["chunk_size"] == 2
+    for a, b in zip(whole.rows, chunked.rows):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["dev_accuracy"] == pytest.approx(b["dev_accuracy"], abs=1e-6)
+
+
+def test_outputs_and_best_checkpoint(tiny, tmp_path):
+    tc = tc_for(hidden=(16,), dropout=False)
+    members = sweep.grid(Hyper(), {"learning_rate": [1e-3, 1e-2], "dropout_rate": [0.0, 0.2]}, seeds=1)
+    res = sweep.run_sweep(tiny, tc, members, axes=["learning_rate", "dropout_rate"], out_dir=tmp_path,
+                          log=lambda s: None)
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert len(rows) == 4
+    assert {"learning_rate", "dropout_rate", "seed", "train_loss", "dev_accuracy", "test_accuracy",
+            "diverged"} <= set(rows[0])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["members"] == 4 and summary["examples_per_second"] > 0
+    assert summary["config"]["model"]["dropout"] is True  # a dropout axis turns dropout layers on
+    best = summary["best"]
+    assert best["dev_accuracy"] == max(float(r["dev_accuracy"]) for r in rows)
+    assert (tmp_path / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
+    tc_b, params, bn_state, _, _ = train.load_model(tmp_path / "best_checkpoint.npz")
+    acc, _ = train.evaluate(params, bn_state, tiny.x_test, tiny.y_test, config=tc_b.model)
+    assert acc == pytest.approx(best["test_accuracy"], abs=1e-6)
+
+
+def test_one_axis_sweep_draws_curves(tiny, tmp_path):
+    tc = tc_for(hidden=(16,), epochs=2)
+    members = sweep.grid(Hyper(), {"learning_rate": [1e-3, 1e-2]})
+    sweep.run_sweep(tiny, tc, members, axes=["learning_rate"], out_dir=tmp_path, log=lambda s: None)
+    assert (tmp_path / "curves.png").is_file() and not (tmp_path / "heatmap.png").exists()
+
+
+def test_sweep_cli(tmp_path, capsys):
+    from jaxmlp.cli import main
+
+    folder = make_idx_dataset(tmp_path / "idx", n_train=300, n_test=50)
+    out = tmp_path / "sw"
+    code = main(["sweep", "--dataset", "mnist", "--data-dir", str(folder), "--dev-size", "50",
+                 "--hidden", "16/32", "--learning-rate", "1e-3:1e-2:log:3", "--seeds", "2",
+                 "--epochs", "2", "--batch-size", "50", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0 and "12 members" in text and "best member" in text
+    assert len(list(csv.DictReader(open(out / "results.csv")))) == 12
+    assert (out / "heatmap.png").is_file()  # learning_rate × hidden
