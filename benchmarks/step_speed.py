@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from functools import partial
 
@@ -29,6 +28,7 @@ import numpy as np
 
 from jaxmlp import data, mlp, train
 from jaxmlp.hyper import Hyper
+from roofline import matmul_flops_per_step, measure_bandwidth, measure_matmul_floor, timed
 
 
 def load_data(n_train: int):
@@ -39,72 +39,6 @@ def load_data(n_train: int):
         rng = np.random.default_rng(0)
         x = rng.standard_normal((n_train, 784), dtype=np.float32)
         return jnp.asarray(x), jnp.asarray(rng.integers(0, 10, n_train, dtype=np.int32)), "synthetic"
-
-
-def timed(fn, *args, repeats: int):
-    """Median seconds of ``fn(*args)`` over ``repeats`` runs (after one warm-up), blocking on results."""
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def matmul_flops_per_step(sizes, batch):
-    """2·B·d_in·d_out for each forward matmul and each weight gradient, and for each input gradient
-    except the first layer's (its input is data)."""
-    layers = list(zip(sizes[:-1], sizes[1:]))
-    fwd = sum(2 * batch * a * b for a, b in layers)
-    dx = sum(2 * batch * a * b for a, b in layers[1:])
-    return 2 * fwd + dx
-
-
-def measure_matmul_floor(sizes, batch, steps, repeats):
-    """Seconds per step for the step's matmuls alone, at its shapes, inside a scan like the epoch."""
-    key = jax.random.PRNGKey(0)
-    Ws = [jax.random.normal(key, (a, b), jnp.float32) * 0.01 for a, b in zip(sizes[:-1], sizes[1:])]
-    x0 = jax.random.normal(key, (batch, sizes[0]), jnp.float32)
-
-    @jax.jit
-    def run(Ws, x0):
-        def body(carry, _):
-            x, Ws = carry
-            hs = [x]
-            for W in Ws:  # forward
-                hs.append(hs[-1] @ W)
-            d = hs[-1] * 1e-3
-            new = []
-            for i in reversed(range(len(Ws))):  # backward: dW always, dx except the first layer
-                new.append(Ws[i] - 1e-6 * (hs[i].T @ d))
-                if i > 0:
-                    d = d @ Ws[i].T
-            return (x + 1e-6 * hs[-1].sum(), new[::-1]), None
-
-        (x, Ws), _ = jax.lax.scan(body, (x0, Ws), None, length=steps)
-        return x, Ws
-
-    return timed(run, Ws, x0, repeats=repeats) / steps
-
-
-def measure_bandwidth(n_params, steps, repeats):
-    """Bytes/s of an Adam-like elementwise pass (4 arrays read, 3 written) over n_params floats."""
-    p, g, m, v = (jnp.full((n_params,), float(i + 1), jnp.float32) for i in range(4))
-
-    @jax.jit
-    def run(p, g, m, v):
-        def body(c, _):
-            p, m, v = c
-            m = 0.9 * m + 0.1 * g
-            v = 0.999 * v + 0.001 * g * g
-            p = p - 1e-3 * m / (jnp.sqrt(v) + 1e-8)
-            return (p, m, v), None
-
-        return jax.lax.scan(body, (p, m, v), None, length=steps)[0]
-
-    seconds = timed(run, p, g, m, v, repeats=repeats) / steps
-    return 7 * 4 * n_params / seconds
 
 
 def bench(sizes, batch, repeats, x, y):

@@ -217,6 +217,9 @@ def fit(ds: data.Dataset, tc: TrainConfig, hyper: Hyper, *, out_dir=None, resume
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / "checkpoint.npz" if out is not None else None
 
+    if ckpt_path is not None:  # temp files of writes killed half-way (the checkpoint itself is whole)
+        for stale in ckpt_path.parent.glob(ckpt_path.name + ".*.tmp"):
+            stale.unlink()
     ts = init_state(jax.random.PRNGKey(tc.seed), tc, hyper_arr)
     best = jax.tree_util.tree_map(jnp.copy, {"params": eval_params(ts, tc), "bn_state": ts.bn_state})
     history, start_epoch, best_acc, best_epoch, bad_epochs = [], 1, -1.0, 0, 0

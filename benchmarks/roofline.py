@@ -1,0 +1,84 @@
+"""Roofline helpers shared by the benchmarks: timing, the step's matmul floor, elementwise bandwidth.
+
+The floor of a training step is  matmul FLOPs / (measured matmul rate at the step's own shapes)
++ optimizer bytes / (measured elementwise bandwidth), both measured in the same process and run as a
+``lax.scan`` like the epoch, so per-step dispatch costs are treated alike. ``members`` > 1 measures
+the vmapped shapes a sweep runs (the batch shared, the weights stacked).
+"""
+
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+
+
+def timed(fn, *args, repeats: int):
+    """Median seconds of ``fn(*args)`` over ``repeats`` runs (after one warm-up), blocking on results."""
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def matmul_flops_per_step(sizes, batch):
+    """2·B·d_in·d_out for each forward matmul and each weight gradient, and for each input gradient
+    except the first layer's (its input is data)."""
+    layers = list(zip(sizes[:-1], sizes[1:]))
+    fwd = sum(2 * batch * a * b for a, b in layers)
+    dx = sum(2 * batch * a * b for a, b in layers[1:])
+    return 2 * fwd + dx
+
+
+def measure_matmul_floor(sizes, batch, steps, repeats, members=1):
+    """Seconds per step for the step's matmuls alone, at its shapes, inside a scan like the epoch.
+
+    Each step takes its own input batch (as the epoch gathers one) and updates the weights with the
+    weight gradients, so nothing can be hoisted or dropped. With ``members`` > 1 the weights carry a
+    leading member axis and the body is vmapped over it with the batch shared, as in a sweep."""
+    key = jax.random.PRNGKey(0)
+    lead = (members,) if members > 1 else ()
+    Ws = [jax.random.normal(key, lead + (a, b), jnp.float32) * 0.01 for a, b in zip(sizes[:-1], sizes[1:])]
+    xs = jax.random.normal(key, (steps, batch, sizes[0]), jnp.float32)
+
+    def run(Ws, xs):
+        def body(Ws, x):
+            hs = [x]
+            for W in Ws:  # forward
+                hs.append(hs[-1] @ W)
+            d = hs[-1] * 1e-3
+            new = []
+            for i in reversed(range(len(Ws))):  # backward: dW always, dx except the first layer
+                new.append(Ws[i] - 1e-6 * (hs[i].T @ d))
+                if i > 0:
+                    d = d @ Ws[i].T
+            return new[::-1], None
+
+        return jax.lax.scan(body, Ws, xs)[0]
+
+    fn = jax.jit(jax.vmap(run, in_axes=(0, None)) if members > 1 else run)
+    return timed(fn, Ws, xs, repeats=repeats) / steps
+
+
+def measure_bandwidth(n_params, steps, repeats):  # n_params: all members' parameters together
+    """Bytes/s of an Adam-like elementwise pass (4 arrays read, 3 written) over n_params floats."""
+    p, g, m, v = (jnp.full((n_params,), float(i + 1), jnp.float32) for i in range(4))
+
+    @jax.jit
+    def run(p, g, m, v):
+        def body(c, _):
+            p, m, v = c
+            m = 0.9 * m + 0.1 * g
+            v = 0.999 * v + 0.001 * g * g
+            p = p - 1e-3 * m / (jnp.sqrt(v) + 1e-8)
+            return (p, m, v), None
+
+        return jax.lax.scan(body, (p, m, v), None, length=steps)[0]
+
+    seconds = timed(run, p, g, m, v, repeats=repeats) / steps
+    return 7 * 4 * n_params / seconds
+
+

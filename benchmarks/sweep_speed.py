@@ -1,0 +1,83 @@
+"""Sweep throughput: K members of a 784-100-10 ReLU net (Adam, float32, batch 128) for one epoch.
+
+For each K: aggregate training examples/s of the vmapped sweep program (compile excluded, median of
+``--repeats`` epochs), the ratio to K sequential single runs (the plain jitted epoch, timed the same
+way, times K), and the roofline floor measured in the same run (the vmapped step's matmuls at their
+shapes + Adam's bytes for K members over measured elementwise bandwidth).
+
+    python benchmarks/sweep_speed.py [--members 1,4,16,64] [--repeats 3] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+
+from jaxmlp import data, sweep, train
+from jaxmlp.hyper import Hyper
+from jaxmlp.mlp import MLPConfig
+from roofline import measure_bandwidth, measure_matmul_floor, timed
+from step_speed import load_data
+
+
+def bench(k, tc, x, y, repeats, single_epoch_s):
+    members = sweep.grid(Hyper(), {"learning_rate": list(jnp.geomspace(1e-4, 1e-2, k).tolist())},
+                         hidden=[tc.model.sizes[1:-1]]) if k > 1 else \
+        sweep.grid(Hyper(), {}, hidden=[tc.model.sizes[1:-1]])
+    states, masks = zip(*(sweep.member_state(m, tc, tc) for m in members))
+    ts, masks = sweep.stack(states), sweep.stack(masks)
+    hyper = sweep.stack([m.hyper.as_arrays() for m in members])
+    steps = x.shape[0] // tc.batch_size
+    idx = data.batch_indices(jax.random.PRNGKey(0), x.shape[0], tc.batch_size)
+    fn = jax.jit(jax.vmap(lambda ts, h, m: train.train_epoch(ts, h, x, y, tc=tc, idx=idx, masks=m)))
+    t = time.perf_counter()
+    compiled = fn.lower(ts, hyper, masks).compile()
+    compile_s = time.perf_counter() - t
+    sec = timed(compiled, ts, hyper, masks, repeats=repeats)
+    n_params = sum(l.size for l in jax.tree_util.tree_leaves(ts.params))  # all K members
+    mm = measure_matmul_floor(tc.model.sizes, tc.batch_size, steps, repeats, members=k)
+    bw = measure_bandwidth(n_params, steps, repeats)
+    floor = mm + 28 * n_params / bw
+    return {"members": k, "compile_s": compile_s, "epoch_s": sec,
+            "examples_per_s": k * steps * tc.batch_size / sec,
+            "speedup_vs_sequential": k * single_epoch_s / sec,
+            "floor_epoch_s": floor * steps, "vs_floor": sec / (floor * steps),
+            "floor_matmul_share": mm / floor}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--members", default="1,4,16,64")
+    ap.add_argument("--hidden", type=int, default=100)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    x, y, source = load_data(50_000)
+    tc = train.TrainConfig(model=MLPConfig(sizes=(784, args.hidden, 10)), optimizer="adam",
+                           batch_size=args.batch)
+    hyper = Hyper().as_arrays()
+    ts = train.init_state(jax.random.PRNGKey(0), tc, hyper)
+    single = jax.jit(lambda ts, h: train.train_epoch(ts, h, x, y, tc=tc)).lower(ts, hyper).compile()
+    single_s = timed(single, ts, hyper, repeats=args.repeats)
+    rows = [bench(int(k), tc, x, y, args.repeats, single_s) for k in args.members.split(",")]
+    print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__}, "
+          f"data {source}, net 784-{args.hidden}-10, Adam, batch {args.batch}, float32; one epoch = "
+          f"{x.shape[0] // args.batch} steps; single run {x.shape[0] // args.batch * args.batch / single_s:.0f} ex/s")
+    print(f"{'K':>4} {'aggregate ex/s':>15} {'vs K sequential':>16} {'epoch s':>8} {'floor s':>8} "
+          f"{'epoch/floor':>12} {'compile s':>10}")
+    for r in rows:
+        print(f"{r['members']:>4} {r['examples_per_s']:>15.0f} {r['speedup_vs_sequential']:>16.2f} "
+              f"{r['epoch_s']:>8.3f} {r['floor_epoch_s']:>8.3f} {r['vs_floor']:>12.3f} {r['compile_s']:>10.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"backend": jax.default_backend(), "jax": jax.__version__, "data": source,
+                       "single_epoch_s": single_s, "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
