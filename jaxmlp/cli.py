@@ -32,6 +32,7 @@ def _network_options(p: argparse.ArgumentParser) -> None:
                    help="hidden widths, comma-separated (default 512,512; empty for softmax regression)")
     g.add_argument("--activation", default="relu", help="relu | tanh | sigmoid (default relu)")
     g.add_argument("--dropout", type=float, default=0.0, help="dropout rate = P(drop) (default 0)")
+    g.add_argument("--input-dropout", type=float, default=0.0, help="dropout rate on the input pixels (0)")
     g.add_argument("--batchnorm", action="store_true", help="batch normalization before activations")
     g.add_argument("--bn-momentum", type=float, default=0.9, help="running-average momentum (0.9)")
     g.add_argument("--l2", type=float, default=0.0, help="λ of the (λ/2m)Σ‖W‖² penalty (default 0)")
@@ -44,13 +45,15 @@ def _model_config(args, d_in: int, d_out: int):
     from jaxmlp.mlp import MLPConfig
 
     return MLPConfig(sizes=(d_in, *args.hidden, d_out), activation=args.activation,
-                     batchnorm=args.batchnorm, dropout=args.dropout > 0, init=args.init)
+                     batchnorm=args.batchnorm, dropout=args.dropout > 0, init=args.init,
+                     input_dropout=args.input_dropout > 0)
 
 
 def _hyper(args):
     from jaxmlp.hyper import Hyper, validate
 
-    h = Hyper(dropout_rate=args.dropout, l2=args.l2, bn_momentum=args.bn_momentum,
+    h = Hyper(dropout_rate=args.dropout, input_dropout_rate=args.input_dropout, l2=args.l2,
+              bn_momentum=args.bn_momentum,
               init_scale=args.init_scale,
               **{k: getattr(args, k) for k in (
                   "learning_rate", "momentum", "b1", "b2", "eps", "rho", "weight_decay", "ema_decay",
@@ -187,8 +190,8 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-SWEEP_AXES = {"learning_rate": "1e-3", "l2": "0", "dropout": "0", "momentum": None, "b1": None,
-              "b2": None, "eps": None, "rho": None, "weight_decay": None, "ema_decay": None,
+SWEEP_AXES = {"learning_rate": "1e-3", "l2": "0", "dropout": "0", "input_dropout": None, "momentum": None,
+              "b1": None, "b2": None, "eps": None, "rho": None, "weight_decay": None, "ema_decay": None,
               "bn_momentum": None, "init_scale": None}
 
 
@@ -201,7 +204,8 @@ def cmd_sweep(args) -> int:
     for name in SWEEP_AXES:
         text = getattr(args, name)
         if text is not None:
-            axes["dropout_rate" if name == "dropout" else name] = sweep.parse_axis(text)
+            axes[{"dropout": "dropout_rate", "input_dropout": "input_dropout_rate"}.get(name, name)] = \
+                sweep.parse_axis(text)
     try:
         hidden = [_hidden(h) for h in args.hidden.split("/")]
     except argparse.ArgumentTypeError as e:

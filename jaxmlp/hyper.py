@@ -40,6 +40,7 @@ class Hyper(NamedTuple):
     # model
     l2: float = 0.0  # λ in (λ/2m) Σ‖W‖²
     dropout_rate: float = 0.0  # probability of dropping a hidden unit
+    input_dropout_rate: float = 0.0  # probability of dropping an input pixel
     bn_momentum: float = 0.9  # running ← momentum·running + (1 − momentum)·batch
     init_scale: float = 1.0  # multiplies the init standard deviation
 
@@ -65,8 +66,10 @@ def validate(h: Hyper) -> None:
     lr = float(h.learning_rate)
     if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"learning rate must be a finite number > 0, got {lr:g}")
-    if not 0 <= float(h.dropout_rate) < 1:
-        raise ValueError(f"dropout rate must lie in [0, 1), got {float(h.dropout_rate):g}")
+    for name in ("dropout_rate", "input_dropout_rate"):
+        v = float(getattr(h, name))
+        if not 0 <= v < 1:
+            raise ValueError(f"{name.replace('_', ' ')} must lie in [0, 1), got {v:g}")
     for name in ("l2", "weight_decay", "eps", "warmup_steps"):
         v = float(getattr(h, name))
         if not (math.isfinite(v) and v >= 0):

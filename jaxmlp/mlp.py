@@ -7,7 +7,7 @@ Contract::
     logits, state, caches = forward(params, state, x, config=config, hyper=hyper, train=True, key=k)
     cost, grads, state, aux = loss_and_grads(params, state, (x, y), hyper, k, config=config)
 
-Each hidden layer is  linear → [batch norm] → activation → [dropout];  the output layer is linear and
+The input may pass through [input dropout]; each hidden layer is  linear → [batch norm] → activation → [dropout];  the output layer is linear and
 produces logits; the cost is cross-entropy from logits plus the L2 penalty (see ``ops.losses``).
 With batch norm a hidden linear layer has no bias: β plays its role (a bias before BN has zero
 gradient). ``config`` holds the structure (static: shapes and which ops exist); ``hyper`` holds the
@@ -37,6 +37,7 @@ class MLPConfig:
     batchnorm: bool = False
     dropout: bool = False  # dropout layers present; their rate is hyper.dropout_rate
     init: str = "he"
+    input_dropout: bool = False  # dropout on the input pixels; rate hyper.input_dropout_rate
 
     def __post_init__(self):
         object.__setattr__(self, "sizes", tuple(int(s) for s in self.sizes))
@@ -50,12 +51,13 @@ class MLPConfig:
         return len(self.sizes) - 2
 
     def to_dict(self) -> dict:
-        return {"sizes": list(self.sizes), "activation": self.activation,
-                "batchnorm": self.batchnorm, "dropout": self.dropout, "init": self.init}
+        return {"sizes": list(self.sizes), "activation": self.activation, "batchnorm": self.batchnorm,
+                "dropout": self.dropout, "init": self.init, "input_dropout": self.input_dropout}
 
     @classmethod
     def from_dict(cls, d: dict) -> "MLPConfig":
-        return cls(**{k: d[k] for k in ("sizes", "activation", "batchnorm", "dropout", "init")})
+        return cls(**{k: d[k] for k in ("sizes", "activation", "batchnorm", "dropout", "init",
+                                        "input_dropout") if k in d})
 
 
 def init(key, config: MLPConfig, *, scale=1.0, dtype=jnp.float32):
@@ -84,12 +86,18 @@ def forward(params, state, x, *, config: MLPConfig, hyper=None, train: bool = Fa
     narrow members to the widest layer and mask the padding; see ``jaxmlp.sweep``).
     """
     use_dropout = train and config.dropout
-    if use_dropout and key is None:
+    use_input_dropout = train and config.input_dropout
+    if (use_dropout or use_input_dropout) and key is None:
         raise ValueError("forward(train=True) with dropout needs a key")
     if train and hyper is None:
         hyper = Hyper()
-    drop_keys = jax.random.split(key, config.num_hidden) if use_dropout else None
     h = x
+    if use_input_dropout:
+        # the first linear layer caches the dropped-out input, so its dW is right without a backward
+        # here (the input is data: nothing upstream needs dL/dx)
+        key, in_key = jax.random.split(key)
+        h, _ = dropout.forward(h, hyper.input_dropout_rate, in_key)
+    drop_keys = jax.random.split(key, config.num_hidden) if use_dropout else None
     caches, new_state = [], []
     for i in range(config.num_hidden):
         p = params[i]

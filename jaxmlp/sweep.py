@@ -43,7 +43,7 @@ from jaxmlp import data, train
 from jaxmlp.hyper import Hyper, validate
 from jaxmlp.mlp import MLPConfig
 
-SWEEPABLE = ("learning_rate", "l2", "dropout_rate", "momentum", "b1", "b2", "eps", "rho", "weight_decay",
+SWEEPABLE = ("learning_rate", "l2", "dropout_rate", "input_dropout_rate", "momentum", "b1", "b2", "eps", "rho", "weight_decay",
              "ema_decay", "bn_momentum", "init_scale", "decay_rate", "warmup_steps", "final_lr_fraction")
 
 
@@ -212,6 +212,8 @@ def run_sweep(ds: data.Dataset, tc: train.TrainConfig, members: list, *, chunk_s
         raise ValueError(f"batch size {tc.batch_size} is larger than the {n_train} training examples")
     if any(float(m.hyper.dropout_rate) > 0 for m in members) and not tc.model.dropout:
         tc = replace(tc, model=replace(tc.model, dropout=True))
+    if any(float(m.hyper.input_dropout_rate) > 0 for m in members) and not tc.model.input_dropout:
+        tc = replace(tc, model=replace(tc.model, input_dropout=True))
     wide_tc = padded_config(tc, members)
     steps = n_train // tc.batch_size
     if tc.schedule == "cosine":

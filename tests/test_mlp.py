@@ -167,3 +167,20 @@ def test_autodiff_loss_and_grads_is_a_drop_in_referee(x64):
     assert float(a[0]) == pytest.approx(float(b[0]), rel=1e-14)
     assert tree_rel_diff(a[1], b[1]) <= 1e-10
     assert tree_rel_diff(a[2], b[2]) == 0.0 and int(a[3]["correct"]) == int(b[3]["correct"])
+
+
+@pytest.mark.parametrize("bn", [False, True])
+def test_input_dropout_gradients(x64, bn):
+    """Input dropout has no backward of its own: the first layer caches the dropped-out input."""
+    config = mlp.MLPConfig(sizes=(6, 5, 4, 3), batchnorm=bn, dropout=True, input_dropout=True,
+                           activation="tanh")
+    report = check_gradients(config, Hyper(dropout_rate=0.3, input_dropout_rate=0.4, l2=1e-3),
+                             key=jax.random.PRNGKey(2), batch_size=6, fd_samples=1000)
+    assert report.ok, report.to_dict()
+    params, state = mlp.init(jax.random.PRNGKey(0), config)
+    x = jnp.ones((200, 6))
+    _, _, caches = mlp.forward(params, state, x, config=config, hyper=Hyper(input_dropout_rate=0.4),
+                               train=True, key=jax.random.PRNGKey(1))
+    seen = np.asarray(caches[0][0])  # the first linear layer's input
+    assert (seen == 0).mean() == pytest.approx(0.4, abs=0.03)
+    np.testing.assert_allclose(seen[seen > 0], 1 / 0.6, rtol=1e-6)
