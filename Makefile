@@ -48,5 +48,14 @@ test: $(STAMP) data
 test-all: $(STAMP) data
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# Every experiment of experiments/ (figures + experiments/RESULTS.md); --quick runs are part of `make test`.
+experiments: $(STAMP) data
+	$(BIN)/python -m experiments
+
+# Speed against the measured roofline (benchmarks/RESULTS.md).
+bench: $(STAMP) data
+	$(BIN)/python benchmarks/step_speed.py --batch 128 --json benchmarks/step_speed_cpu.json
+	$(BIN)/python benchmarks/sweep_speed.py --members 1,4,16,64 --json benchmarks/sweep_speed_cpu.json
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache

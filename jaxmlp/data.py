@@ -424,6 +424,37 @@ def load_dataset(name: str = "fashion-mnist", data_dir=None, *, dev_size: int = 
     return prepare(name, xtr, ytr, xte, yte, dev_size=dev_size, seed=seed)
 
 
+def load_test_split(name: str = "mnist", data_dir=None, *, train_size: int = 8000, dev_size: int = 0,
+                    seed: int = 0) -> Dataset:
+    """A dataset made from the official TEST files alone, for machines that only have those (such
+    as the real MNIST t10k set here): a seeded shuffle of the 10k images into ``train_size`` train,
+    ``dev_size`` dev, and the rest test. Only the two t10k files are needed."""
+    folder = Path(data_dir) if data_dir is not None else None
+    if folder is None:
+        raise DatasetError("load_test_split needs the folder holding the t10k files (data_dir)")
+    found = _find_in(folder) if folder.is_dir() else None
+    if not found or "test_images" not in found or "test_labels" not in found:
+        raise DatasetError(f"{folder}: missing {candidate_names('test_images')[0]} or "
+                           f"{candidate_names('test_labels')[0]}")
+    x, y = read_pair(found["test_images"], found["test_labels"])
+    n = x.shape[0]
+    if not (0 < train_size and train_size + dev_size < n):
+        raise DatasetError(f"train {train_size} + dev {dev_size} must leave test examples out of {n}")
+    perm = np.random.default_rng(seed).permutation(n)
+    tr, dv, te = perm[:train_size], perm[train_size:train_size + dev_size], perm[train_size + dev_size:]
+    norm = fit_normalizer(x[tr])
+    return Dataset(f"{name}-t10k-split", norm(x[tr]), y[tr], norm(x[dv]) if dev_size else
+                   np.zeros((0, x[0].size), np.float32), y[dv], norm(x[te]), y[te], norm, NUM_CLASSES)
+
+
+def subset(ds: Dataset, n_train: int, n_dev: int | None = None, n_test: int | None = None) -> Dataset:
+    """The first examples of each split (quick runs); the normalizer is kept as it was."""
+    n_dev = ds.x_dev.shape[0] if n_dev is None else n_dev
+    n_test = ds.x_test.shape[0] if n_test is None else n_test
+    return ds._replace(x_train=ds.x_train[:n_train], y_train=ds.y_train[:n_train], x_dev=ds.x_dev[:n_dev],
+                       y_dev=ds.y_dev[:n_dev], x_test=ds.x_test[:n_test], y_test=ds.y_test[:n_test])
+
+
 # ----------------------------------------------------------------------------------------------
 # Mini-batches on the device
 

@@ -334,3 +334,20 @@ def test_batch_indices_shape_remainder_and_permutation():
     np.testing.assert_array_equal(jitted, idx)
     with pytest.raises(ValueError, match="larger than the 5 training examples"):
         data.batch_indices(key, 5, 10)
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="../shared/data/mnist-t10k not present")
+def test_load_test_split_of_real_mnist_digits():
+    ds = data.load_test_split("mnist", SHARED_MNIST, train_size=8000, seed=0)
+    assert ds.x_train.shape == (8000, 784) and ds.x_test.shape == (2000, 784) and ds.x_dev.shape[0] == 0
+    assert np.bincount(np.concatenate([ds.y_train, ds.y_test])).tolist() == \
+        [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    with pytest.raises(DatasetError, match="must leave test examples"):
+        data.load_test_split("mnist", SHARED_MNIST, train_size=10_000)
+
+
+def test_subset_keeps_the_normalizer(tmp_path):
+    ds = data.load_dataset("mnist", make_idx_dataset(tmp_path), dev_size=10)
+    small = data.subset(ds, 5, 2, 3)
+    assert small.x_train.shape[0] == 5 and small.x_dev.shape[0] == 2 and small.x_test.shape[0] == 3
+    assert small.normalizer == ds.normalizer
