@@ -17,8 +17,15 @@ EXIT_GRADCHECK = 1
 
 
 def _hidden(text: str) -> tuple:
+    """'512,512' -> (512, 512); 'none' -> () (softmax regression). Empty or zero widths are errors."""
+    if text.strip().lower() == "none":
+        return ()
+    parts = [p.strip() for p in text.split(",")]
+    if any(p == "" for p in parts):
+        raise argparse.ArgumentTypeError(f"empty hidden layer width in {text!r}: give widths like 512,512 "
+                                         "(or none for softmax regression)")
     try:
-        sizes = tuple(int(s) for s in text.split(",") if s.strip() != "")
+        sizes = tuple(int(p) for p in parts)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--hidden takes comma-separated widths like 512,512, not {text!r}")
     if any(s <= 0 for s in sizes):
@@ -29,7 +36,7 @@ def _hidden(text: str) -> tuple:
 def _network_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("network")
     g.add_argument("--hidden", type=_hidden, default=(512, 512),
-                   help="hidden widths, comma-separated (default 512,512; empty for softmax regression)")
+                   help="hidden widths, comma-separated (default 512,512; none for softmax regression)")
     g.add_argument("--activation", default="relu", help="relu | tanh | sigmoid (default relu)")
     g.add_argument("--dropout", type=float, default=0.0, help="dropout rate = P(drop) (default 0)")
     g.add_argument("--input-dropout", type=float, default=0.0, help="dropout rate on the input pixels (0)")

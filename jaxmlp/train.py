@@ -253,8 +253,8 @@ def fit(ds: data.Dataset, tc: TrainConfig, hyper: Hyper, *, out_dir=None, resume
 
     def meta_now(epoch):
         return {"config": tc.to_dict(), "hyper": hyper.to_dict(), "normalizer": ds.normalizer._asdict(),
-                "dataset": ds.name, "dev_size": int(ds.x_dev.shape[0]), "epoch": epoch, "history": history, "best_dev_accuracy": best_acc,
-                "best_epoch": best_epoch, "bad_epochs": bad_epochs}
+                "dataset": ds.name, "dev_size": int(ds.x_dev.shape[0]), "epoch": epoch, "history": history,
+                "best_dev_accuracy": best_acc, "best_epoch": best_epoch, "bad_epochs": bad_epochs}
 
     bar = _progress(range(start_epoch, tc.epochs + 1), progress)
     train_seconds = sum(r["seconds"] for r in history)
@@ -299,7 +299,7 @@ def fit(ds: data.Dataset, tc: TrainConfig, hyper: Hyper, *, out_dir=None, resume
             break
 
     test_acc, test_loss = evaluate(best["params"], best["bn_state"], ds.x_test, ds.y_test, config=tc.model)
-    examples = sum(steps_per_epoch * tc.batch_size for _ in history)
+    examples = len(history) * steps_per_epoch * tc.batch_size
     summary = {
         "test_accuracy": test_acc, "test_loss": test_loss, "dev_accuracy": best_acc,
         "best_epoch": best_epoch, "epochs": len(history), "stopped_early": stopped_early,

@@ -71,10 +71,20 @@ def test_bad_options_fail_with_one_line(idx_dir, tmp_path, capsys, args, message
     assert not out.exists()  # nothing half-written
 
 
-def test_zero_width_hidden_layer_is_a_usage_error(capsys):
+@pytest.mark.parametrize("hidden, message", [("512,0", "hidden widths must be ≥ 1"),
+                                             ("512,,512", "empty hidden layer width"),
+                                             ("", "empty hidden layer width"), ("5x5", "comma-separated")])
+def test_empty_or_zero_width_hidden_layer_is_a_usage_error(capsys, hidden, message):
     with pytest.raises(SystemExit) as e:
-        main(["train", "--hidden", "512,0"])
-    assert e.value.code != 0 and "hidden widths must be ≥ 1" in capsys.readouterr().err
+        main(["train", "--hidden", hidden])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and "Traceback" not in err
+
+
+def test_hidden_none_is_softmax_regression():
+    from jaxmlp.cli import _hidden
+
+    assert _hidden("none") == () and _hidden("64, 32") == (64, 32)
 
 
 def test_subprocess_missing_data_file_no_traceback(idx_dir, tmp_path):
