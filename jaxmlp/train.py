@@ -6,6 +6,7 @@ Contract::
     hyper = Hyper(learning_rate=1e-3).as_arrays()
     ts = init_state(jax.random.PRNGKey(0), tc, hyper)
     ts, metrics = train_step(ts, hyper, (xb, yb), tc=tc)           # one step, pure
+    ts, metrics = jit_train_step(ts, hyper, (xb, yb), tc=tc)       # the same, compiled, ts donated
     ts, metrics = train_epoch(ts, hyper, x_train, y_train, tc=tc)  # one lax.scan over the epoch
     acc, loss = evaluate(eval_params(ts, tc), ts.bn_state, x, y, config=tc.model)
     result = fit(dataset, tc, hyper, out_dir="runs/x")             # the whole loop, with files
@@ -113,6 +114,11 @@ def train_step(ts: TrainState, hyper: Hyper, batch, *, tc: TrainConfig, key=None
     ema = optim.ema_update(ts.ema, params, hyper.ema_decay) if tc.ema else None
     new = TrainState(params, bn_state, opt_state, ema, ts.step + 1, ts.key)
     return new, {"loss": cost, "correct": aux["correct"]}
+
+
+# The step compiled for users' own loops: the incoming state's buffers are donated (reused for the
+# new state), so do not touch ``ts`` after passing it in.
+jit_train_step = jax.jit(train_step, static_argnames=("tc", "grad_fn"), donate_argnums=0)
 
 
 def train_epoch(ts: TrainState, hyper: Hyper, x, y, *, tc: TrainConfig, idx=None, masks=None,
