@@ -33,6 +33,7 @@ def bench(k, tc, x, y, repeats, single_epoch_s):
     hyper = sweep.stack([m.hyper.as_arrays() for m in members])
     steps = x.shape[0] // tc.batch_size
     idx = data.batch_indices(jax.random.PRNGKey(0), x.shape[0], tc.batch_size)
+    # sweep.make_epoch's program without its buffer donation, so the same state can be timed repeatedly
     fn = jax.jit(jax.vmap(lambda ts, h, m: train.train_epoch(ts, h, x, y, tc=tc, idx=idx, masks=m)))
     t = time.perf_counter()
     compiled = fn.lower(ts, hyper, masks).compile()

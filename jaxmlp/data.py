@@ -304,7 +304,7 @@ def find_files(name: str, data_dir=None, *, allow_download: bool = True, mirrors
 
 
 def _not_found_message(spec: DatasetSpec, looked, why: str) -> str:
-    hint = f"pass --data-dir DIR (or set JAXMLP_DATA) to a folder holding the four IDX files"
+    hint = "pass --data-dir DIR (or set JAXMLP_DATA) to a folder holding the four IDX files"
     if spec.debian_dir is not None:
         hint += f", or install the Debian package: apt-get install dataset-{spec.name}"
     return f"{spec.name}: no data in {', '.join(looked)} and download failed ({why}); {hint}"

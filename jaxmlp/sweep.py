@@ -41,7 +41,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxmlp import data, train
 from jaxmlp.hyper import Hyper, validate
-from jaxmlp.mlp import MLPConfig
+from jaxmlp.mlp import MLPConfig, forward
 
 SWEEPABLE = ("learning_rate", "l2", "dropout_rate", "input_dropout_rate", "momentum", "b1", "b2", "eps", "rho", "weight_decay",
              "ema_decay", "bn_momentum", "init_scale", "decay_rate", "warmup_steps", "final_lr_fraction")
@@ -162,19 +162,16 @@ def stack(trees):
 def make_epoch(wide_tc, shared_order: bool):
     """jit(vmap(train_epoch)) over the member axis; x, y (and a shared idx) are not batched."""
     epoch = partial(train.train_epoch, tc=wide_tc)
-    if shared_order:
-        fn = jax.vmap(lambda ts, h, x, y, idx, masks: epoch(ts, h, x, y, idx=idx, masks=masks),
-                      in_axes=(0, 0, None, None, None, 0))
-    else:
-        fn = jax.vmap(lambda ts, h, x, y, idx, masks: epoch(ts, h, x, y, masks=masks),
-                      in_axes=(0, 0, None, None, None, 0))
+
+    def one(ts, h, x, y, idx, masks):  # without a shared order, each member draws its own from its key
+        return epoch(ts, h, x, y, idx=idx if shared_order else None, masks=masks)
+
+    fn = jax.vmap(one, in_axes=(0, 0, None, None, None, 0))
     return jax.jit(fn, donate_argnums=0)
 
 
 def make_eval(config: MLPConfig):
     def one(params, bn_state, x, y):
-        from jaxmlp.mlp import forward
-
         logits, _, _ = forward(params, bn_state, x, config=config, train=False)
         return jnp.mean((jnp.argmax(logits, axis=-1) == y).astype(jnp.float32))
 

@@ -4,7 +4,6 @@ import gzip
 import hashlib
 import http.server
 import threading
-from pathlib import Path
 
 import jax
 import numpy as np

@@ -135,7 +135,8 @@ def test_outputs_and_best_checkpoint(tiny, tmp_path):
     res = sweep.run_sweep(tiny, tc, members, axes=["learning_rate", "dropout_rate"], out_dir=tmp_path,
                           log=lambda s: None)
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
-    assert len(rows) == 4
+    assert len(rows) == 4 and [float(r["dev_accuracy"]) for r in rows] == pytest.approx(
+        [r["dev_accuracy"] for r in res.rows])
     assert {"learning_rate", "dropout_rate", "seed", "train_loss", "dev_accuracy", "test_accuracy",
             "diverged"} <= set(rows[0])
     summary = json.loads((tmp_path / "summary.json").read_text())
