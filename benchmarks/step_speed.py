@@ -54,6 +54,10 @@ def bench(sizes, batch, repeats, x, y):
         t = time.perf_counter()
         compiled = fn.lower(ts, hyper, x, y).compile()
         out[f"{name}_compile_s"] = time.perf_counter() - t
+        mem = compiled.memory_analysis()  # XLA's buffer assignment: arguments + outputs + temporaries
+        out[f"{name}_peak_mb"] = (getattr(mem, "peak_memory_in_bytes", 0) or
+                                  mem.argument_size_in_bytes + mem.output_size_in_bytes
+                                  + mem.temp_size_in_bytes - mem.alias_size_in_bytes) / 2**20
         sec = timed(compiled, ts, hyper, x, y, repeats=repeats)
         out[f"{name}_step_s"] = sec / steps
         out[f"{name}_examples_per_s"] = steps * batch / sec
@@ -61,7 +65,8 @@ def bench(sizes, batch, repeats, x, y):
     mm_step = measure_matmul_floor(sizes, batch, steps, repeats)
     bw = measure_bandwidth(n_params, steps, repeats)
     opt_bytes = 7 * 4 * n_params
-    out.update(matmul_flops_per_step=flops, matmul_gflops=flops / mm_step / 1e9,
+    out.update(matmul_flops_per_step=flops, flops_per_example=flops / batch,
+               matmul_gflops=flops / mm_step / 1e9,
                bandwidth_gb_s=bw / 1e9, optimizer_bytes_per_step=opt_bytes,
                floor_step_s=mm_step + opt_bytes / bw)
     out["floor_examples_per_s"] = batch / out["floor_step_s"]
@@ -84,11 +89,15 @@ def main():
     print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__}, "
           f"data {source}, net {'-'.join(map(str, sizes))}, Adam, float32, median of {args.repeats} epochs")
     print(f"{'batch':>5} {'manual ex/s':>12} {'autodiff ex/s':>14} {'manual/autodiff':>16} "
-          f"{'floor ex/s':>11} {'manual/floor':>13} {'GFLOP/s mm':>11} {'GB/s':>7}")
+          f"{'floor ex/s':>11} {'manual/floor':>13} {'autodiff/floor':>15} {'GFLOP/s mm':>11} {'GB/s':>7} "
+          f"{'MFLOP/ex':>9} {'compile s m/a':>14} {'peak MB m/a':>12}")
     for r in rows:
         print(f"{r['batch']:>5} {r['manual_examples_per_s']:>12.0f} {r['autodiff_examples_per_s']:>14.0f} "
               f"{r['manual_speedup_over_autodiff']:>16.3f} {r['floor_examples_per_s']:>11.0f} "
-              f"{r['manual_vs_floor']:>13.3f} {r['matmul_gflops']:>11.1f} {r['bandwidth_gb_s']:>7.1f}")
+              f"{r['manual_vs_floor']:>13.3f} {r['autodiff_vs_floor']:>15.3f} {r['matmul_gflops']:>11.1f} "
+              f"{r['bandwidth_gb_s']:>7.1f} {r['flops_per_example'] / 1e6:>9.2f} "
+              f"{r['manual_compile_s']:>6.2f}/{r['autodiff_compile_s']:<7.2f} "
+              f"{r['manual_peak_mb']:>5.0f}/{r['autodiff_peak_mb']:<6.0f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"backend": jax.default_backend(), "jax": jax.__version__, "data": source,
