@@ -2,7 +2,8 @@
 
 W: 784-512-512-10 ReLU, Adam, float32, batch 128 (other batch sizes and nets via options), data on
 the device, one epoch = one lax.scan. Reports training examples/s (compile excluded, median of
-``--repeats`` epochs) for the hand-written step and for the same step with jax.grad's gradients, and
+``--repeats`` epochs, the two paths' epochs interleaved) for the hand-written step and for the same
+step with jax.grad's gradients, and
 the floor:
 
     floor = matmul FLOPs per step / measured matmul rate at W's shapes
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from functools import partial
 
@@ -28,7 +30,7 @@ import numpy as np
 
 from jaxmlp import data, mlp, train
 from jaxmlp.hyper import Hyper
-from roofline import matmul_flops_per_step, measure_bandwidth, measure_matmul_floor, timed
+from roofline import matmul_flops_per_step, measure_bandwidth, measure_matmul_floor
 
 
 def load_data(n_train: int):
@@ -41,6 +43,20 @@ def load_data(n_train: int):
         return jnp.asarray(x), jnp.asarray(rng.integers(0, 10, n_train, dtype=np.int32)), "synthetic"
 
 
+def interleaved(fns: dict, args, repeats: int) -> dict:
+    """Median seconds of each compiled fn, runs alternating between them (one warm-up each)."""
+    for f in fns.values():
+        jax.block_until_ready(f(*args))
+    times = {n: [] for n in fns}
+    names = list(fns)
+    for i in range(repeats):
+        for n in names if i % 2 == 0 else names[::-1]:
+            t = time.perf_counter()
+            jax.block_until_ready(fns[n](*args))
+            times[n].append(time.perf_counter() - t)
+    return {n: statistics.median(v) for n, v in times.items()}
+
+
 def bench(sizes, batch, repeats, x, y):
     config = mlp.MLPConfig(sizes=sizes, activation="relu")
     tc = train.TrainConfig(model=config, optimizer="adam", batch_size=batch)
@@ -49,16 +65,20 @@ def bench(sizes, batch, repeats, x, y):
     steps = x.shape[0] // batch
     n_params = sum(l.size for l in jax.tree_util.tree_leaves(ts.params))
     out = {"sizes": list(sizes), "batch": batch, "steps_per_epoch": steps, "params": n_params}
+    compiled = {}
     for name, grad_fn in (("manual", mlp.loss_and_grads), ("autodiff", mlp.autodiff_loss_and_grads)):
         fn = jax.jit(partial(train.train_epoch, tc=tc, grad_fn=grad_fn))
         t = time.perf_counter()
-        compiled = fn.lower(ts, hyper, x, y).compile()
+        compiled[name] = fn.lower(ts, hyper, x, y).compile()
         out[f"{name}_compile_s"] = time.perf_counter() - t
-        mem = compiled.memory_analysis()  # XLA's buffer assignment: arguments + outputs + temporaries
+        mem = compiled[name].memory_analysis()  # XLA's buffer assignment: arguments + outputs + temporaries
         out[f"{name}_peak_mb"] = (getattr(mem, "peak_memory_in_bytes", 0) or
                                   mem.argument_size_in_bytes + mem.output_size_in_bytes
                                   + mem.temp_size_in_bytes - mem.alias_size_in_bytes) / 2**20
-        sec = timed(compiled, ts, hyper, x, y, repeats=repeats)
+    # The two paths are timed INTERLEAVED (alternating which goes first), so that drift in this
+    # noisy machine's speed hits both alike; each gets `repeats` epochs and reports its median.
+    secs = interleaved(compiled, (ts, hyper, x, y), repeats)
+    for name, sec in secs.items():
         out[f"{name}_step_s"] = sec / steps
         out[f"{name}_examples_per_s"] = steps * batch / sec
     flops = matmul_flops_per_step(sizes, batch)
