@@ -356,6 +356,14 @@ def normalize(norm: Normalizer, images) -> np.ndarray:
     return ((x / 255.0 - np.float32(norm.mean)) / np.float32(norm.std)).astype(np.float32)
 
 
+def _normalize_split(norm: Normalizer, images) -> np.ndarray:
+    """``norm(images)``, or an empty (0, features) array for an empty split (e.g. no dev set)."""
+    images = np.asarray(images)
+    if images.shape[0] == 0:
+        return np.zeros((0, int(np.prod(images.shape[1:]))), np.float32)
+    return norm(images)
+
+
 def one_hot(labels, num_classes: int = NUM_CLASSES):
     """(n,) integer labels -> (n, num_classes) one-hot rows (works on NumPy and JAX arrays)."""
     import jax.numpy as jnp
@@ -407,8 +415,8 @@ def prepare(name, train_images, train_labels, test_images, test_labels, *, dev_s
         np.asarray(train_images), np.asarray(train_labels, np.int32), dev_size, seed
     )
     norm = fit_normalizer(xtr)
-    return Dataset(name, norm(xtr), ytr, norm(xdev) if dev_size else np.zeros((0, xtr[0].size), np.float32),
-                   ydev, norm(test_images), np.asarray(test_labels, np.int32), norm, num_classes)
+    return Dataset(name, norm(xtr), ytr, _normalize_split(norm, xdev), ydev, norm(test_images),
+                   np.asarray(test_labels, np.int32), norm, num_classes)
 
 
 def load_dataset(name: str = "fashion-mnist", data_dir=None, *, dev_size: int = 10_000,
@@ -443,8 +451,8 @@ def load_test_split(name: str = "mnist", data_dir=None, *, train_size: int = 800
     perm = np.random.default_rng(seed).permutation(n)
     tr, dv, te = perm[:train_size], perm[train_size:train_size + dev_size], perm[train_size + dev_size:]
     norm = fit_normalizer(x[tr])
-    return Dataset(f"{name}-t10k-split", norm(x[tr]), y[tr], norm(x[dv]) if dev_size else
-                   np.zeros((0, x[0].size), np.float32), y[dv], norm(x[te]), y[te], norm, NUM_CLASSES)
+    return Dataset(f"{name}-t10k-split", norm(x[tr]), y[tr], _normalize_split(norm, x[dv]), y[dv],
+                   norm(x[te]), y[te], norm, NUM_CLASSES)
 
 
 def subset(ds: Dataset, n_train: int, n_dev: int | None = None, n_test: int | None = None) -> Dataset:

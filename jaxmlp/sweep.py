@@ -213,9 +213,7 @@ def run_sweep(ds: data.Dataset, tc: train.TrainConfig, members: list, *, chunk_s
         tc = replace(tc, model=replace(tc.model, input_dropout=True))
     wide_tc = padded_config(tc, members)
     steps = n_train // tc.batch_size
-    if tc.schedule == "cosine":
-        members = [replace(m, hyper=m.hyper._replace(total_steps=float(tc.epochs * steps)))
-                   if float(m.hyper.total_steps) <= 1 else m for m in members]
+    members = [replace(m, hyper=train.with_cosine_horizon(m.hyper, tc, steps)) for m in members]
     k = len(members)
     sharding, replicated = member_sharding(n_devices)
     n_dev = 1 if sharding is None else sharding.mesh.size

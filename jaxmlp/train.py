@@ -200,6 +200,13 @@ def load_model(path):
     return tc, best["params"], best["bn_state"], norm, meta
 
 
+def with_cosine_horizon(hyper: Hyper, tc: TrainConfig, steps_per_epoch: int) -> Hyper:
+    """For the cosine schedule, set total_steps to the run's length unless the user set it."""
+    if tc.schedule == "cosine" and float(hyper.total_steps) <= 1:
+        return hyper._replace(total_steps=float(tc.epochs * steps_per_epoch))
+    return hyper
+
+
 def fit(ds: data.Dataset, tc: TrainConfig, hyper: Hyper, *, out_dir=None, resume: bool = False,
         progress: bool = True, log=print, data_parallel: bool = False) -> FitResult:
     """Train with early stopping on dev accuracy; write checkpoint/metrics/curves/summary to out_dir.
@@ -217,8 +224,7 @@ def fit(ds: data.Dataset, tc: TrainConfig, hyper: Hyper, *, out_dir=None, resume
             f"{ds.x_train.shape[1]} features and {ds.num_classes} classes"
         )
     steps_per_epoch = n_train // tc.batch_size
-    if tc.schedule == "cosine" and float(hyper.total_steps) <= 1:
-        hyper = hyper._replace(total_steps=float(tc.epochs * steps_per_epoch))
+    hyper = with_cosine_horizon(hyper, tc, steps_per_epoch)
     hyper_arr = hyper.as_arrays()
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / "checkpoint.npz" if out is not None else None
