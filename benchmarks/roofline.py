@@ -12,6 +12,8 @@ import time
 import jax
 import jax.numpy as jnp
 
+from jaxmlp.ops.linear import weight_grad
+
 
 def timed(fn, *args, repeats: int):
     """Median seconds of ``fn(*args)`` over ``repeats`` runs (after one warm-up), blocking on results."""
@@ -37,7 +39,8 @@ def measure_matmul_floor(sizes, batch, steps, repeats, members=1):
     """Seconds per step for the step's matmuls alone, at its shapes, inside a scan like the epoch.
 
     Each step takes its own input batch (as the epoch gathers one) and updates the weights with the
-    weight gradients, so nothing can be hoisted or dropped. With ``members`` > 1 the weights carry a
+    weight gradients, so nothing can be hoisted or dropped. Weight gradients use the layout the
+    library's backward uses (``linear.weight_grad``: the faster one on XLA:CPU for narrowing layers). With ``members`` > 1 the weights carry a
     leading member axis and the body is vmapped over it with the batch shared, as in a sweep."""
     key = jax.random.PRNGKey(0)
     lead = (members,) if members > 1 else ()
@@ -52,7 +55,7 @@ def measure_matmul_floor(sizes, batch, steps, repeats, members=1):
             d = hs[-1] * 1e-3
             new = []
             for i in reversed(range(len(Ws))):  # backward: dW always, dx except the first layer
-                new.append(Ws[i] - 1e-6 * (hs[i].T @ d))
+                new.append(Ws[i] - 1e-6 * weight_grad(hs[i], d))
                 if i > 0:
                     d = d @ Ws[i].T
             return new[::-1], None

@@ -31,11 +31,13 @@ def assert_close(a, b, rtol=RTOL):
     np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * max(np.abs(b).max(), 1e-300))
 
 
+# (5, 3): dW computed as xᵀ dy; (12, 3) and (40, 10) narrow by ≥ 4×: dW computed as (dyᵀ x)ᵀ
+@pytest.mark.parametrize("d_in, d_out", [(5, 3), (12, 3), (40, 10)])
 @pytest.mark.parametrize("jit", MODES)
-def test_linear_backward_matches_vjp(x64, jit):
-    params = linear.init(jax.random.PRNGKey(0), 5, 3, "xavier", dtype=jnp.float64)
-    params["b"] = rand(9, (3,))
-    x, dy = rand(1, (4, 5)), rand(2, (4, 3))
+def test_linear_backward_matches_vjp(x64, jit, d_in, d_out):
+    params = linear.init(jax.random.PRNGKey(0), d_in, d_out, "xavier", dtype=jnp.float64)
+    params["b"] = rand(9, (d_out,))
+    x, dy = rand(1, (4, d_in)), rand(2, (4, d_out))
     y, vjp = jax.vjp(lambda p, x: linear.forward(p, x)[0], params, x)
     ref_dp, ref_dx = vjp(dy)
 
@@ -49,6 +51,18 @@ def test_linear_backward_matches_vjp(x64, jit):
     assert_close(dp["b"], ref_dp["b"])
     _, dp_only = linear.backward(params, x, dy, need_dx=False)
     assert _ is None and np.allclose(dp_only["W"], dp["W"])
+
+
+def test_weight_grad_layouts_agree_and_vmap(x64):
+    """Both layouts of xᵀ dy give the same values (float64: same products; 1e-12 covers summation
+    order), the narrowing one really takes the transposed form, and both batch under vmap."""
+    for d_in, d_out, transposed in ((8, 3, False), (12, 3, True), (784, 10, True)):
+        x, dy = rand(1, (6, d_in)), rand(2, (6, d_out))
+        assert_close(linear.weight_grad(x, dy), x.T @ dy, rtol=1e-12)
+        jaxpr = str(jax.make_jaxpr(linear.weight_grad)(x, dy))
+        assert ("optimization_barrier" in jaxpr) == transposed
+        xs, dys = rand(3, (5, 6, d_in)), rand(4, (5, 6, d_out))
+        assert_close(jax.vmap(linear.weight_grad)(xs, dys), jnp.einsum("kbi,kbo->kio", xs, dys), rtol=1e-12)
 
 
 @pytest.mark.parametrize("method, std", [("he", (2 / 400) ** 0.5), ("xavier", (2 / 500) ** 0.5),

@@ -47,13 +47,28 @@ def forward(params, x):
     return y, x
 
 
+def weight_grad(x, dy):
+    """xᵀ dy: (batch, d_in), (batch, d_out) -> (d_in, d_out).
+
+    When the layer narrows a lot (d_out ≤ d_in / 4, e.g. the 10-class output layer) the product is
+    computed as (dyᵀ x)ᵀ with the (d_out, d_in) result materialized first: XLA:CPU's matmul is 3-5×
+    faster producing the wide (d_out, d_in) result than the narrow (d_in, d_out) one (measured:
+    benchmarks/RESULTS.md, "Where the step's time goes"). The optimization barrier keeps XLA from
+    folding the transpose back into the dot; the values are the same products, summed in the same
+    order over the batch.
+    """
+    if 4 * dy.shape[-1] <= x.shape[-1]:
+        return jax.lax.optimization_barrier(dy.T @ x).T  # (d_out, d_in) -> (d_in, d_out)
+    return x.T @ dy  # (d_in, d_out)
+
+
 def backward(params, cache, dy, *, need_dx: bool = True):
     """dL/dW = xᵀ dy,  dL/db = Σ_batch dy,  dL/dx = dy Wᵀ.
 
     ``need_dx=False`` skips dx (the first layer's input is data, not a parameter).
     """
     x = cache
-    grads = {"W": x.T @ dy}  # (d_in, d_out)
+    grads = {"W": weight_grad(x, dy)}  # (d_in, d_out)
     if "b" in params:
         grads["b"] = jnp.sum(dy, axis=0)  # (d_out,)
     dx = dy @ params["W"].T if need_dx else None  # (batch, d_in)

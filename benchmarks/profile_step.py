@@ -1,0 +1,205 @@
+"""Where a training step's time goes: per-component timing, XLA's optimized HLO, and a profiler trace.
+
+Each component below is compiled as its own ``lax.scan`` over an epoch's steps at the step's shapes
+(so loop and dispatch costs are treated as in the real epoch) and timed interleaved with the others,
+median of ``--repeats``:
+
+    gather          the batch gather alone (x and y rows from the device-resident training set)
+    forward         gather + forward + cross-entropy value
+    grads/manual    gather + hand-written loss_and_grads + a plain SGD update (keeps the grads live)
+    grads/autodiff  the same with jax.grad's gradients
+    adam            Adam's update alone, on fixed gradients (optim.adam + apply_updates)
+    step/manual     the real epoch: train.train_epoch with Adam (what `jaxmlp train` runs)
+    step/autodiff   the same with jax.grad's gradients
+    matmul floor    the step's matmuls alone at its shapes (roofline.measure_matmul_floor)
+    adam floor      Adam's 7 arrays of bytes over the measured elementwise bandwidth
+
+``--hlo-dir D`` writes the optimized HLO of both epoch programs and prints, for the scan body of each,
+how many dots, fusions and copies XLA kept and how many bytes the copies move per step.
+``--trace D`` records one epoch of each path with ``jax.profiler`` (open the .xplane.pb / trace in
+TensorBoard's profile plugin or Perfetto for per-op times).
+
+    python benchmarks/profile_step.py [--hidden 512,512] [--batch 128] [--repeats 7] [--json F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import time
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+
+from jaxmlp import mlp, optim, train
+from jaxmlp.hyper import Hyper
+from jaxmlp.ops import losses
+from roofline import matmul_flops_per_step, measure_bandwidth, measure_matmul_floor
+from step_speed import load_data
+
+
+def components(sizes, batch, steps, x, y):
+    """name -> (compiled fn, args) for every component; all scan over the same ``steps`` batches."""
+    config = mlp.MLPConfig(sizes=sizes, activation="relu")
+    tc = train.TrainConfig(model=config, optimizer="adam", batch_size=batch)
+    hyper = Hyper(learning_rate=1e-3).as_arrays()
+    ts = train.init_state(jax.random.PRNGKey(0), tc, hyper)
+    idx = jnp.arange(steps * batch, dtype=jnp.int32).reshape(steps, batch)
+    key = jax.random.PRNGKey(1)
+
+    def gather(x, y, idx):
+        def body(acc, rows):
+            return acc + jnp.sum(jnp.take(x, rows, axis=0)) + jnp.sum(jnp.take(y, rows, axis=0)), None
+        return jax.lax.scan(body, jnp.float32(0), idx)[0]
+
+    def forward(params, x, y, idx):
+        def body(acc, rows):
+            logits, _, _ = mlp.forward(params, ts.bn_state, jnp.take(x, rows, axis=0), config=config, hyper=hyper,
+                                       train=True, key=key)
+            return acc + losses.cross_entropy_forward(logits, jnp.take(y, rows, axis=0))[0], None
+        return jax.lax.scan(body, jnp.float32(0), idx)[0]
+
+    def grads_sgd(params, x, y, idx, grad_fn):
+        def body(params, rows):
+            batch_ = (jnp.take(x, rows, axis=0), jnp.take(y, rows, axis=0))
+            cost, g, _, _ = grad_fn(params, ts.bn_state, batch_, hyper, key, config=config)
+            return jax.tree_util.tree_map(lambda p, g: p - 1e-3 * g, params, g), cost
+        return jax.lax.scan(body, params, idx)
+
+    grads = jax.tree_util.tree_map(lambda p: 1e-3 * p, ts.params)
+
+    def adam(params, opt_state, grads):
+        opt = optim.get("adam")
+
+        def body(c, _):
+            p, s = c
+            u, s = opt.update(grads, s, p, hyper)
+            return (optim.apply_updates(p, u), s), None
+        return jax.lax.scan(body, (params, opt_state), None, length=steps)[0]
+
+    def epoch(ts, hyper, x, y, grad_fn):
+        return train.train_epoch(ts, hyper, x, y, tc=tc, idx=idx, grad_fn=grad_fn)
+
+    table = {
+        "gather": (gather, (x, y, idx)),
+        "forward": (forward, (ts.params, x, y, idx)),
+        "grads/manual": (partial(grads_sgd, grad_fn=mlp.loss_and_grads), (ts.params, x, y, idx)),
+        "grads/autodiff": (partial(grads_sgd, grad_fn=mlp.autodiff_loss_and_grads), (ts.params, x, y, idx)),
+        "adam": (adam, (ts.params, ts.opt_state, grads)),
+        "step/manual": (partial(epoch, grad_fn=mlp.loss_and_grads), (ts, hyper, x, y)),
+        "step/autodiff": (partial(epoch, grad_fn=mlp.autodiff_loss_and_grads), (ts, hyper, x, y)),
+    }
+    n_params = sum(leaf.size for leaf in jax.tree_util.tree_leaves(ts.params))
+    return {n: (jax.jit(f).lower(*a).compile(), a) for n, (f, a) in table.items()}, n_params
+
+
+def interleaved(compiled, repeats):
+    for f, a in compiled.values():
+        jax.block_until_ready(f(*a))
+    times = {n: [] for n in compiled}
+    names = list(compiled)
+    for i in range(repeats):
+        for n in names if i % 2 == 0 else names[::-1]:
+            f, a = compiled[n]
+            t = time.perf_counter()
+            jax.block_until_ready(f(*a))
+            times[n].append(time.perf_counter() - t)
+    return {n: statistics.median(v) for n, v in times.items()}
+
+
+def scan_body_summary(hlo: str) -> dict:
+    """Counts in the while body that holds the dots (the scanned step) of an optimized HLO module."""
+    for comp in re.split(r"\n(?=\S.*\{\n)", hlo):
+        head = comp.split("\n", 1)[0]
+        if " dot(" not in comp and "__ynn_fusion" not in comp:
+            continue
+        if head.startswith(("%fused", "fused", "%wrapped", "%ynn")) or "fused_computation" in head.split()[0]:
+            continue
+        lines = [l for l in comp.splitlines()[1:] if " = " in l]
+        copies = [l for l in lines if re.search(r"= \S+ copy\(", l)]
+        copy_bytes = 0
+        for l in copies:
+            m = re.search(r"= (\w+)\[([\d,]*)\]", l)
+            if m:
+                n = 1
+                for d in filter(None, m.group(2).split(",")):
+                    n *= int(d)
+                copy_bytes += n * {"f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f64": 8}.get(m.group(1), 4)
+        return {
+            "instructions": len(lines),
+            "fusions": sum(" fusion(" in l for l in lines),
+            # XLA:CPU hands most matmuls to YNNPACK as "__ynn_fusion"s (2-D outputs; the 1-D ones
+            # are bias-gradient sums) and keeps the rest as plain dots
+            "matmuls": sum(" dot(" in l or ("__ynn_fusion" in l and _rank(l) >= 2) for l in lines),
+            "copies": len(copies),
+            "copy_bytes": copy_bytes,
+        }
+    return {}
+
+
+def _rank(line: str) -> int:
+    m = re.search(r"= \w+\[([\d,]*)\]", line)
+    return len([d for d in m.group(1).split(",") if d]) if m else 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hidden", default="512,512")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--hlo-dir", default=None)
+    ap.add_argument("--trace", default=None)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    sizes = (784, *[int(h) for h in args.hidden.split(",")], 10)
+    x, y, source = load_data(50_000)
+    steps = x.shape[0] // args.batch
+    compiled, n_params = components(sizes, args.batch, steps, x, y)
+    secs = interleaved(compiled, args.repeats)
+    ms = {n: 1e3 * s / steps for n, s in secs.items()}
+    flops = matmul_flops_per_step(sizes, args.batch)
+    ms["matmul floor"] = 1e3 * measure_matmul_floor(sizes, args.batch, steps, args.repeats)
+    ms["adam floor"] = 1e3 * 28 * n_params / measure_bandwidth(n_params, steps, args.repeats)
+    out = {"sizes": list(sizes), "batch": args.batch, "steps": steps, "data": source,
+           "backend": jax.default_backend(), "jax": jax.__version__, "ms_per_step": ms,
+           "matmul_flops_per_step": flops}
+    print(f"net {'-'.join(map(str, sizes))}, batch {args.batch}, {steps} steps per scan, data {source}, "
+          f"backend {jax.default_backend()}, median of {args.repeats}")
+    step = ms["step/manual"]
+    print(f"{'component':<16} {'ms/step':>9} {'of step':>8}")
+    for n, v in ms.items():
+        print(f"{n:<16} {v:>9.3f} {v / step:>8.1%}")
+    derived = {
+        "backward (grads/manual - forward)": ms["grads/manual"] - ms["forward"],
+        "optimizer in the step (step/manual - grads/manual)": ms["step/manual"] - ms["grads/manual"],
+        "floor (matmul + adam)": ms["matmul floor"] + ms["adam floor"],
+    }
+    out["derived_ms"] = derived
+    for n, v in derived.items():
+        print(f"{n:<52} {v:>7.3f} ms")
+
+    if args.hlo_dir or args.trace:
+        for name in ("step/manual", "step/autodiff"):
+            f, a = compiled[name]
+            tag = name.split("/")[1]
+            if args.hlo_dir:
+                d = Path(args.hlo_dir)
+                d.mkdir(parents=True, exist_ok=True)
+                text = f.as_text()
+                (d / f"epoch_{tag}.hlo.txt").write_text(text)
+                out[f"hlo_{tag}"] = summary = scan_body_summary(text)
+                print(f"HLO scan body, {tag:>8}: {summary}")
+            if args.trace:
+                with jax.profiler.trace(str(Path(args.trace) / tag)):
+                    jax.block_until_ready(f(*a))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
