@@ -142,6 +142,27 @@ def scan_body_summary(hlo: str) -> dict:
     return {}
 
 
+def per_op_ms(trace_dir: Path, steps: int, hlo: str) -> dict:
+    """{HLO op name: (ms per step, its HLO line abridged)} from the profiler's trace, slowest first."""
+    import gzip
+    from collections import Counter
+
+    files = sorted(trace_dir.rglob("*.trace.json.gz"))
+    if not files:
+        return {}
+    events = json.load(gzip.open(files[-1]))["traceEvents"]
+    lines = {}
+    for line in hlo.splitlines():
+        m = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = (\S+) (\w[\w-]*)\(", line)
+        if m:
+            lines[m.group(1)] = f"{m.group(2)} {m.group(3)}"
+    total = Counter()
+    for e in events:
+        if e.get("ph") == "X" and e["name"] in lines:
+            total[e["name"]] += e["dur"]  # microseconds
+    return {n: (us / 1e3 / steps, lines[n]) for n, us in total.most_common()}
+
+
 def _rank(line: str) -> int:
     m = re.search(r"= \w+\[([\d,]*)\]", line)
     return len([d for d in m.group(1).split(",") if d]) if m else 0
@@ -154,6 +175,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--hlo-dir", default=None)
     ap.add_argument("--trace", default=None)
+    ap.add_argument("--top", type=int, default=15, help="ops listed per path with --trace")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     sizes = (784, *[int(h) for h in args.hidden.split(",")], 10)
@@ -197,6 +219,11 @@ def main():
             if args.trace:
                 with jax.profiler.trace(str(Path(args.trace) / tag)):
                     jax.block_until_ready(f(*a))
+                ops = per_op_ms(Path(args.trace) / tag, steps, f.as_text())
+                out[f"ops_{tag}"] = ops
+                print(f"per-op time in one epoch, {tag} (ms per step; ops of a step may overlap on 2 threads)")
+                for name, (ms_, what) in list(ops.items())[:args.top]:
+                    print(f"  {ms_:7.3f}  {name:<34} {what}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
 

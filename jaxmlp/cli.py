@@ -47,12 +47,21 @@ def _network_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed for init, data split and shuffles (0)")
 
 
+def _speed_options(g) -> None:
+    g.add_argument("--matmul-dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="bfloat16: mixed precision, bf16 matmul operands with float32 accumulation, "
+                        "weights and loss (fast on GPUs/TPUs; slower on most CPUs) (default float32)")
+    g.add_argument("--scan-unroll", type=int, default=1,
+                   help="training steps per iteration of the epoch's compiled loop (default 1)")
+
+
 def _model_config(args, d_in: int, d_out: int):
     from jaxmlp.mlp import MLPConfig
 
     return MLPConfig(sizes=(d_in, *args.hidden, d_out), activation=args.activation,
                      batchnorm=args.batchnorm, dropout=args.dropout > 0, init=args.init,
-                     input_dropout=args.input_dropout > 0)
+                     input_dropout=args.input_dropout > 0,
+                     matmul_dtype=getattr(args, "matmul_dtype", "float32"))
 
 
 def _hyper(args):
@@ -98,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--batch-size", type=int, default=128)
     o.add_argument("--epochs", type=int, default=20)
     o.add_argument("--patience", type=int, default=0, help="early-stopping patience in epochs (0: off)")
+    _speed_options(o)
     r = t.add_argument_group("output")
     r.add_argument("--out", default="runs/default", help="output folder (default runs/default)")
     r.add_argument("--resume", action="store_true", help="continue the run saved in --out")
@@ -135,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--schedule", default="constant")
     w.add_argument("--use-ema", action="store_true", help="evaluate members with their parameter EMA")
     w.add_argument("--batch-size", type=int, default=128)
+    _speed_options(w)
     w.add_argument("--epochs", type=int, default=5)
     w.add_argument("--seed", type=int, default=0, help="data split and shared data order")
     w.add_argument("--out", default="runs/sweep")
@@ -163,7 +174,7 @@ def cmd_train(args) -> int:
     tc = train.TrainConfig(model=_model_config(args, ds.x_train.shape[1], ds.num_classes),
                            optimizer=args.optimizer, schedule=args.schedule, ema=args.ema is not None,
                            batch_size=args.batch_size, epochs=args.epochs, patience=args.patience,
-                           seed=args.seed)
+                           seed=args.seed, scan_unroll=args.scan_unroll)
     print(f"{ds.name}: {ds.x_train.shape[0]} train / {ds.x_dev.shape[0]} dev / {ds.x_test.shape[0]} test; "
           f"network {'-'.join(map(str, tc.model.sizes))} {tc.model.activation}, {tc.optimizer} "
           f"lr {args.learning_rate:g}, batch {tc.batch_size}, {tc.epochs} epochs → {args.out}")
@@ -226,9 +237,10 @@ def cmd_sweep(args) -> int:
         members = sweep.grid(base, {n: axes[n] for n in swept}, seeds=args.seeds, hidden=hidden)
     ds = data.load_dataset(args.dataset, args.data_dir, dev_size=args.dev_size, seed=args.seed)
     model = MLPConfig(sizes=(ds.x_train.shape[1], *hidden[0], ds.num_classes), activation=args.activation,
-                      batchnorm=args.batchnorm, init=args.init)
+                      batchnorm=args.batchnorm, init=args.init, matmul_dtype=args.matmul_dtype)
     tc = train.TrainConfig(model=model, optimizer=args.optimizer, schedule=args.schedule, ema=args.use_ema,
-                           batch_size=args.batch_size, epochs=args.epochs, seed=args.seed)
+                           batch_size=args.batch_size, epochs=args.epochs, seed=args.seed,
+                           scan_unroll=args.scan_unroll)
     print(f"{ds.name}: {len(members)} members ({', '.join(swept) or 'no axes'}"
           f"{', hidden' if len(hidden) > 1 else ''} × {args.seeds} seeds), {tc.epochs} epochs → {args.out}")
     res = sweep.run_sweep(ds, tc, members, chunk_size=args.chunk_size,

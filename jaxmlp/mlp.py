@@ -7,12 +7,14 @@ Contract::
     logits, state, caches = forward(params, state, x, config=config, hyper=hyper, train=True, key=k)
     cost, grads, state, aux = loss_and_grads(params, state, (x, y), hyper, k, config=config)
 
-The input may pass through [input dropout]; each hidden layer is  linear → [batch norm] → activation → [dropout];  the output layer is linear and
-produces logits; the cost is cross-entropy from logits plus the L2 penalty (see ``ops.losses``).
-With batch norm a hidden linear layer has no bias: β plays its role (a bias before BN has zero
-gradient). ``config`` holds the structure (static: shapes and which ops exist); ``hyper`` holds the
-numbers that may vary in a sweep (``hyper.Hyper``: ``dropout_rate``, ``l2``, ``bn_momentum``), as
-arrays.
+The input may pass through [input dropout]; each hidden layer is
+linear → [batch norm] → activation → [dropout]; the output layer is linear and produces logits; the
+cost is cross-entropy from logits plus the L2 penalty (see ``ops.losses``). With batch norm a hidden
+linear layer has no bias: β plays its role (a bias before BN has zero gradient).
+``config.matmul_dtype="bfloat16"`` runs every matmul on bfloat16 operands with float32 accumulation,
+parameters and loss (mixed precision; see ``ops.linear``). ``config`` holds the structure (static:
+shapes and which ops exist); ``hyper`` holds the numbers that may vary in a sweep
+(``hyper.Hyper``: ``dropout_rate``, ``l2``, ``bn_momentum``), as arrays.
 
 ``params`` is a tuple with one dict per layer ({"W", "b"} or {"W", "gamma", "beta"});
 ``state`` is a tuple with one dict per hidden layer ({"mean", "var"} with batch norm, else {}).
@@ -30,6 +32,9 @@ from jaxmlp.hyper import Hyper
 from jaxmlp.ops import activations, batchnorm, dropout, linear, losses
 
 
+MATMUL_DTYPES = ("float32", "bfloat16")
+
+
 @dataclass(frozen=True)
 class MLPConfig:
     sizes: tuple = (784, 512, 512, 10)  # (d_in, hidden..., d_out)
@@ -38,11 +43,14 @@ class MLPConfig:
     dropout: bool = False  # dropout layers present; their rate is hyper.dropout_rate
     init: str = "he"
     input_dropout: bool = False  # dropout on the input pixels; rate hyper.input_dropout_rate
+    matmul_dtype: str = "float32"  # "bfloat16": mixed precision, bf16 matmul operands (ops.linear)
 
     def __post_init__(self):
         object.__setattr__(self, "sizes", tuple(int(s) for s in self.sizes))
         if len(self.sizes) < 2 or any(s <= 0 for s in self.sizes):
             raise ValueError(f"layer sizes must be ≥ 2 positive integers, got {self.sizes}")
+        if self.matmul_dtype not in MATMUL_DTYPES:
+            raise ValueError(f"unknown matmul dtype {self.matmul_dtype!r}; choose from {', '.join(MATMUL_DTYPES)}")
         activations.check(self.activation)
         linear.init_std(self.init, 1, 1)
 
@@ -50,14 +58,20 @@ class MLPConfig:
     def num_hidden(self) -> int:
         return len(self.sizes) - 2
 
+    @property
+    def mixed(self):
+        """The matmul operand dtype when it differs from the parameters' (None: plain float32)."""
+        return None if self.matmul_dtype == "float32" else jnp.dtype(self.matmul_dtype)
+
     def to_dict(self) -> dict:
         return {"sizes": list(self.sizes), "activation": self.activation, "batchnorm": self.batchnorm,
-                "dropout": self.dropout, "init": self.init, "input_dropout": self.input_dropout}
+                "dropout": self.dropout, "init": self.init, "input_dropout": self.input_dropout,
+                "matmul_dtype": self.matmul_dtype}
 
     @classmethod
     def from_dict(cls, d: dict) -> "MLPConfig":
         return cls(**{k: d[k] for k in ("sizes", "activation", "batchnorm", "dropout", "init",
-                                        "input_dropout") if k in d})
+                                        "input_dropout", "matmul_dtype") if k in d})
 
 
 def init(key, config: MLPConfig, *, scale=1.0, dtype=jnp.float32):
@@ -101,7 +115,7 @@ def forward(params, state, x, *, config: MLPConfig, hyper=None, train: bool = Fa
     caches, new_state = [], []
     for i in range(config.num_hidden):
         p = params[i]
-        z, lin_cache = linear.forward(p, h)  # (batch, d_out)
+        z, lin_cache = linear.forward(p, h, config.mixed)  # (batch, d_out)
         bn_cache = None
         if config.batchnorm:
             if train:
@@ -120,7 +134,7 @@ def forward(params, state, x, *, config: MLPConfig, hyper=None, train: bool = Fa
         if use_dropout:
             h, drop_cache = dropout.forward(h, hyper.dropout_rate, drop_keys[i])
         caches.append((lin_cache, bn_cache, act_cache, drop_cache))
-    logits, out_cache = linear.forward(params[-1], h)  # (batch, d_out)
+    logits, out_cache = linear.forward(params[-1], h, config.mixed)  # (batch, d_out)
     caches.append(out_cache)
     return logits, tuple(new_state), caches
 

@@ -51,6 +51,7 @@ class TrainConfig:
     epochs: int = 20
     patience: int = 0  # early stopping: epochs without a better dev accuracy (0: never stop early)
     seed: int = 0
+    scan_unroll: int = 1  # steps per iteration of the epoch's loop (GPU: less per-step loop overhead)
 
     def __post_init__(self):
         optim.get(self.optimizer)
@@ -61,10 +62,12 @@ class TrainConfig:
             raise ValueError(f"epochs must be ≥ 1, got {self.epochs}")
         if self.patience < 0:
             raise ValueError(f"patience must be ≥ 0, got {self.patience}")
+        if self.scan_unroll < 1:
+            raise ValueError(f"scan unroll must be ≥ 1, got {self.scan_unroll}")
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("optimizer", "schedule", "ema", "batch_size", "epochs",
-                                            "patience", "seed")}
+                                            "patience", "seed", "scan_unroll")}
         return {"model": self.model.to_dict(), **d}
 
     @classmethod
@@ -140,7 +143,7 @@ def train_epoch(ts: TrainState, hyper: Hyper, x, y, *, tc: TrainConfig, idx=None
                           masks=masks)
 
     steps = jnp.arange(idx.shape[0])
-    ts, metrics = jax.lax.scan(body, ts, (steps, idx))
+    ts, metrics = jax.lax.scan(body, ts, (steps, idx), unroll=tc.scan_unroll)
     return ts._replace(key=key), metrics
 
 
@@ -240,7 +243,11 @@ def fit(ds: data.Dataset, tc: TrainConfig, hyper: Hyper, *, out_dir=None, resume
             raise checkpoint.CheckpointError(f"--resume: no checkpoint at {ckpt_path}")
         meta, arrays = checkpoint.load(ckpt_path)
         same = ("model", "optimizer", "schedule", "ema", "batch_size", "seed")
-        if {k: meta.get("config", {}).get(k) for k in same} != {k: tc.to_dict()[k] for k in same}:
+        try:  # through from_dict, so fields added since the checkpoint was written take their defaults
+            saved = TrainConfig.from_dict(meta["config"]).to_dict()
+        except (KeyError, TypeError, ValueError):
+            saved = {}
+        if {k: saved.get(k) for k in same} != {k: tc.to_dict()[k] for k in same}:
             raise checkpoint.CheckpointError(
                 f"{ckpt_path}: was written with a different configuration; resume with the same options"
             )

@@ -39,6 +39,16 @@ def test_train_then_evaluate(idx_dir, tmp_path, capsys):
     assert f"accuracy {summary['test_accuracy']:.4f}" in line
 
 
+def test_train_mixed_precision_records_its_mode(idx_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--dataset", "mnist", "--data-dir", str(idx_dir), "--dev-size", "100",
+                 "--hidden", "32", "--epochs", "1", "--batch-size", "50", "--matmul-dtype", "bfloat16",
+                 "--scan-unroll", "2", "--out", str(out), "--no-progress"])
+    assert code == 0
+    config = json.loads((out / "summary.json").read_text())["config"]
+    assert config["model"]["matmul_dtype"] == "bfloat16" and config["scan_unroll"] == 2
+
+
 def test_gradcheck_json(capsys):
     code = main(["gradcheck", "--hidden", "6,5,4", "--activation", "tanh", "--dropout", "0.3",
                  "--batchnorm", "--l2", "1e-3", "--input-dim", "7", "--json"])
@@ -57,6 +67,7 @@ def test_gradcheck_json(capsys):
     (["--activation", "gelu"], "unknown activation 'gelu'"),
     (["--optimizer", "lamb"], "unknown optimizer 'lamb'"),
     (["--epochs", "0"], "epochs must be ≥ 1"),
+    (["--scan-unroll", "0"], "scan unroll must be ≥ 1"),
     (["--batch-size", "100000"], "batch size 100000 is larger than the 500 training examples"),
 ])
 def test_bad_options_fail_with_one_line(idx_dir, tmp_path, capsys, args, message):

@@ -9,6 +9,8 @@ Tolerances (relative difference ‖g − ĝ‖/(‖g‖ + ‖ĝ‖) per paramete
 """
 
 import itertools
+import re
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -184,3 +186,44 @@ def test_input_dropout_gradients(x64, bn):
     seen = np.asarray(caches[0][0])  # the first linear layer's input
     assert (seen == 0).mean() == pytest.approx(0.4, abs=0.03)
     np.testing.assert_allclose(seen[seen > 0], 1 / 0.6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("jit", [pytest.param(False, id="eager"), pytest.param(True, id="jit")])
+@pytest.mark.parametrize("bn", [False, True], ids=["nobn", "bn"])
+def test_mixed_precision_gradients(jit, bn):
+    """matmul_dtype=bfloat16: the hand-written gradients equal jax.grad of the same mixed-precision
+    cost, and the float32 gradients, to bf16 accuracy; they stay float32 and differ from float32's.
+
+    Tolerances (tree_rel_diff, max over arrays): bf16 keeps 8 significant bits, unit roundoff
+    2⁻⁸ ≈ 3.9e-3 per rounded operand. jax.grad rounds each weight cotangent to bf16 where the
+    hand-written backward keeps the float32 accumulation, so the two differ by about one unit
+    roundoff: ≤ 1e-2. Against float32 the operands of all six products are rounded: ≤ 2e-2
+    (tanh: no ReLU kink whose side a rounding could flip), and ≥ 1e-4, or bf16 was not in effect.
+    """
+    sizes = (40, 16, 16, 5)
+    c32 = mlp.MLPConfig(sizes=sizes, activation="tanh", batchnorm=bn, dropout=True, init="xavier")
+    cbf = mlp.MLPConfig(sizes=sizes, activation="tanh", batchnorm=bn, dropout=True, init="xavier",
+                        matmul_dtype="bfloat16")
+    params, state = mlp.init(jax.random.PRNGKey(0), c32)
+    x = jax.random.normal(jax.random.PRNGKey(1), (32, 40))
+    y = jax.random.randint(jax.random.PRNGKey(2), (32,), 0, 5)
+    hyper, key = Hyper(dropout_rate=0.2, l2=1e-3).as_arrays(), jax.random.PRNGKey(3)
+    f = jax.jit(manual_and_autodiff, static_argnames="config") if jit else manual_and_autodiff
+    manual, auto = f(params, state, (x, y), hyper, key, config=cbf)
+    ref, _ = f(params, state, (x, y), hyper, key, config=c32)
+    assert all(g.dtype == jnp.float32 for g in jax.tree_util.tree_leaves(manual))
+    assert tree_rel_diff(manual, auto) <= 1e-2
+    assert 1e-4 <= tree_rel_diff(manual, ref) <= 2e-2
+    hlo = jax.jit(partial(mlp.loss_and_grads, config=cbf)).lower(params, state, (x, y), hyper, key).as_text()
+    dots = [line for line in hlo.splitlines() if "stablehlo.dot_general" in line]
+    assert len(dots) == 3 + 3 + 2  # forward, weight gradients, input gradients but the first layer's
+    assert all(re.search(r"\(tensor<[\dx]+xbf16>, tensor<[\dx]+xbf16>\) -> tensor<[\dx]+xf32>", d) for d in dots)
+
+
+def test_mixed_precision_config_round_trips_and_defaults():
+    c = mlp.MLPConfig(sizes=(4, 3, 2), matmul_dtype="bfloat16")
+    assert mlp.MLPConfig.from_dict(c.to_dict()) == c
+    old = {k: v for k, v in c.to_dict().items() if k != "matmul_dtype"}  # written before the option
+    assert mlp.MLPConfig.from_dict(old).matmul_dtype == "float32"
+    with pytest.raises(ValueError, match="unknown matmul dtype 'float16'"):
+        mlp.MLPConfig(sizes=(4, 2), matmul_dtype="float16")

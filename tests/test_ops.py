@@ -231,3 +231,33 @@ def test_seed_one_hot_and_predict():
     np.testing.assert_array_equal(back_one_hot(one_hot(y, 4)), y)
     # predict = argmax of the softmax = argmax of the logits
     np.testing.assert_array_equal(back_one_hot(losses.softmax(jnp.asarray(SEED_Z.T))), [2, 2, 2, 0])
+
+
+@pytest.mark.parametrize("d_in, d_out", [(6, 5), (40, 8)])
+@pytest.mark.parametrize("jit", MODES)
+def test_linear_mixed_precision_is_bf16_operands_f32_accumulation(jit, d_in, d_out):
+    """With matmul_dtype=bfloat16 every product equals the float64 product of the bf16-ROUNDED
+    operands up to float32 accumulation (rtol 1e-5: ≤ 40 terms at ε32 ≈ 6e-8), outputs are float32,
+    and the result differs from the plain float32 layer (so bf16 really is in effect)."""
+    params = linear.init(jax.random.PRNGKey(0), d_in, d_out, "xavier")
+    params["b"] = jax.random.normal(jax.random.PRNGKey(9), (d_out,))
+    x = jax.random.normal(jax.random.PRNGKey(1), (7, d_in))
+    dy = jax.random.normal(jax.random.PRNGKey(2), (7, d_out))
+
+    def run(params, x, dy):
+        y, cache = linear.forward(params, x, jnp.bfloat16)
+        dx, g = linear.backward(params, cache, dy)
+        return y, dx, g, cache
+
+    y, dx, g, cache = maybe_jit(run, jit)(params, x, dy)
+    r = lambda a: np.asarray(jnp.asarray(a, jnp.bfloat16), np.float64)  # noqa: E731
+    xb, Wb, dyb = r(x), r(params["W"]), r(dy)
+    b = np.asarray(params["b"], np.float64)
+    assert y.dtype == dx.dtype == g["W"].dtype == g["b"].dtype == jnp.float32
+    assert cache.dtype == jnp.bfloat16  # the cache holds the rounded input
+    np.testing.assert_allclose(y, xb @ Wb + b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(g["W"], xb.T @ dyb, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx, dyb @ Wb.T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(g["b"], np.asarray(dy, np.float64).sum(0), rtol=1e-5, atol=1e-5)
+    y32, _ = linear.forward(params, x)
+    assert np.abs(np.asarray(y) - np.asarray(y32)).max() > 1e-4  # bf16 rounding is visible

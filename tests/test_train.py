@@ -149,7 +149,35 @@ def test_fit_rejects_mismatches(tiny, kw, message):
 
 @pytest.mark.parametrize("kw, message", [(dict(epochs=0), "epochs must be ≥ 1"),
                                          (dict(batch_size=0), "batch size must be ≥ 1"),
-                                         (dict(optimizer="adagrad"), "unknown optimizer")])
+                                         (dict(optimizer="adagrad"), "unknown optimizer"),
+                                         (dict(scan_unroll=0), "scan unroll must be ≥ 1")])
 def test_train_config_rejects_bad_values(kw, message):
     with pytest.raises(ValueError, match=message):
         small_tc(**kw)
+
+
+def test_scan_unroll_trains_the_same_steps(tiny):
+    """Unrolling the epoch's loop changes how XLA schedules it, not what it computes: the same
+    parameters up to float32 rounding (1e-6 relative: a few roundings of a different fusion order)."""
+    hyper = Hyper(learning_rate=3e-3).as_arrays()
+    x, y = jnp.asarray(tiny.x_train), jnp.asarray(tiny.y_train)
+    out = []
+    for unroll in (1, 3):  # 16 steps per epoch: 3 does not divide it, the remainder must still run
+        tc = small_tc(scan_unroll=unroll)
+        ts = train.init_state(jax.random.PRNGKey(0), tc, hyper)
+        ts, metrics = jax.jit(train.train_epoch, static_argnames="tc")(ts, hyper, x, y, tc=tc)
+        out.append((ts, metrics))
+    assert int(out[0][0].step) == int(out[1][0].step) == 16
+    for a, b in zip(jax.tree_util.tree_leaves(out[0][0].params), jax.tree_util.tree_leaves(out[1][0].params)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_mixed_precision_fit_learns_and_keeps_float32_state(tiny, tmp_path):
+    """bfloat16 matmuls train the toy problem as float32 does (> 0.9; chance 0.1), the parameters,
+    optimizer state and checkpoint stay float32, and the config records the mode."""
+    tc = small_tc(epochs=8, model=MLPConfig(sizes=(16, 32, 10), matmul_dtype="bfloat16"))
+    res = train.fit(tiny, tc, Hyper(learning_rate=3e-3), out_dir=tmp_path, progress=False, log=lambda s: None)
+    assert res.summary["test_accuracy"] > 0.9
+    assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves((res.state.params, res.state.opt_state.mu)))
+    tc2, params, _, _, _ = train.load_model(tmp_path / "checkpoint.npz")
+    assert tc2.model.matmul_dtype == "bfloat16" and params[0]["W"].dtype == jnp.float32

@@ -11,6 +11,12 @@ Initializations (``method``), for weights; biases start at zero:
   - ``"xavier"``: W ~ N(0, 2 / (d_in + d_out))  (Glorot & Bengio 2010, normal variant; sigmoid/tanh)
   - ``"seed"``:   W ~ N(0, 1) * 0.01            (the seed notebook's ``randn * 0.01``)
 ``scale`` multiplies the standard deviation (an init-scale sweep axis).
+
+Mixed precision (``matmul_dtype=jnp.bfloat16``): the operands of every product — x and W forward,
+dy, x and W backward — are rounded to bfloat16, products accumulate in float32 and come out
+float32 (``preferred_element_type``); parameters, biases, gradients and everything outside the
+matmuls stay float32 ("master weights"; Micikevicius et al. 2018, bfloat16 needs no loss scaling).
+The cache then holds x already rounded, which halves its memory.
 """
 
 import jax
@@ -39,9 +45,19 @@ def init(key, d_in: int, d_out: int, method: str = "he", *, bias: bool = True, s
     return params
 
 
-def forward(params, x):
-    """y = x W + b.   x: (batch, d_in) -> y: (batch, d_out); cache = x."""
-    y = x @ params["W"]  # (batch, d_out)
+def _mm(a, b, out_dtype):
+    """a @ b, accumulated and returned in ``out_dtype`` (operands may be bfloat16)."""
+    if a.dtype == out_dtype and b.dtype == out_dtype:
+        return a @ b
+    return jnp.matmul(a, b, preferred_element_type=out_dtype)
+
+
+def forward(params, x, matmul_dtype=None):
+    """y = x W + b.   x: (batch, d_in) -> y: (batch, d_out); cache = x (rounded to matmul_dtype)."""
+    W = params["W"]
+    if matmul_dtype is not None and jnp.dtype(matmul_dtype) != x.dtype:
+        x, W = x.astype(matmul_dtype), W.astype(matmul_dtype)
+    y = _mm(x, W, params["W"].dtype)  # (batch, d_out)
     if "b" in params:
         y = y + params["b"]
     return y, x
@@ -57,19 +73,25 @@ def weight_grad(x, dy):
     folding the transpose back into the dot; the values are the same products, summed in the same
     order over the batch.
     """
+    out_dtype = dy.dtype
+    dy = dy.astype(x.dtype)  # mixed precision: x is the bfloat16 cache
     if 4 * dy.shape[-1] <= x.shape[-1]:
-        return jax.lax.optimization_barrier(dy.T @ x).T  # (d_out, d_in) -> (d_in, d_out)
-    return x.T @ dy  # (d_in, d_out)
+        return jax.lax.optimization_barrier(_mm(dy.T, x, out_dtype)).T  # (d_out, d_in) -> (d_in, d_out)
+    return _mm(x.T, dy, out_dtype)  # (d_in, d_out)
 
 
 def backward(params, cache, dy, *, need_dx: bool = True):
     """dL/dW = xᵀ dy,  dL/db = Σ_batch dy,  dL/dx = dy Wᵀ.
 
-    ``need_dx=False`` skips dx (the first layer's input is data, not a parameter).
+    ``need_dx=False`` skips dx (the first layer's input is data, not a parameter). With mixed
+    precision (the cache is bfloat16) the products take bfloat16 operands and return dy's dtype.
     """
     x = cache
     grads = {"W": weight_grad(x, dy)}  # (d_in, d_out)
     if "b" in params:
         grads["b"] = jnp.sum(dy, axis=0)  # (d_out,)
-    dx = dy @ params["W"].T if need_dx else None  # (batch, d_in)
+    dx = None
+    if need_dx:
+        W = params["W"].astype(x.dtype)
+        dx = _mm(dy.astype(x.dtype), W.T, dy.dtype)  # (batch, d_in)
     return dx, grads
