@@ -11,6 +11,8 @@ median of ``--repeats``:
     adam            Adam's update alone, on fixed gradients (optim.adam + apply_updates)
     step/manual     the real epoch: train.train_epoch with Adam (what `jaxmlp train` runs)
     step/autodiff   the same with jax.grad's gradients
+    step/manual, dW=xᵀdy   the real epoch with every weight gradient computed as xᵀ dy, i.e. before
+                    ``linear.weight_grad`` chose the (dyᵀ x)ᵀ layout for narrowing layers
     matmul floor    the step's matmuls alone at its shapes (roofline.measure_matmul_floor)
     adam floor      Adam's 7 arrays of bytes over the measured elementwise bandwidth
 
@@ -38,7 +40,7 @@ import jax.numpy as jnp
 
 from jaxmlp import mlp, optim, train
 from jaxmlp.hyper import Hyper
-from jaxmlp.ops import losses
+from jaxmlp.ops import linear, losses
 from roofline import matmul_flops_per_step, measure_bandwidth, measure_matmul_floor
 from step_speed import load_data
 
@@ -95,7 +97,15 @@ def components(sizes, batch, steps, x, y):
         "step/autodiff": (partial(epoch, grad_fn=mlp.autodiff_loss_and_grads), (ts, hyper, x, y)),
     }
     n_params = sum(leaf.size for leaf in jax.tree_util.tree_leaves(ts.params))
-    return {n: (jax.jit(f).lower(*a).compile(), a) for n, (f, a) in table.items()}, n_params
+    compiled = {n: (jax.jit(f).lower(*a).compile(), a) for n, (f, a) in table.items()}
+    layout = linear.weight_grad
+    try:  # the same epoch traced with the plain layout, for a before/after in one run
+        linear.weight_grad = lambda x, dy: x.T @ dy
+        before = jax.jit(partial(epoch, grad_fn=mlp.loss_and_grads)).lower(ts, hyper, x, y).compile()
+    finally:
+        linear.weight_grad = layout
+    compiled["step/manual, dW=xᵀdy"] = (before, (ts, hyper, x, y))
+    return compiled, n_params
 
 
 def interleaved(compiled, repeats):
@@ -193,9 +203,9 @@ def main():
     print(f"net {'-'.join(map(str, sizes))}, batch {args.batch}, {steps} steps per scan, data {source}, "
           f"backend {jax.default_backend()}, median of {args.repeats}")
     step = ms["step/manual"]
-    print(f"{'component':<16} {'ms/step':>9} {'of step':>8}")
+    print(f"{'component':<22} {'ms/step':>9} {'of step':>8}")
     for n, v in ms.items():
-        print(f"{n:<16} {v:>9.3f} {v / step:>8.1%}")
+        print(f"{n:<22} {v:>9.3f} {v / step:>8.1%}")
     derived = {
         "backward (grads/manual - forward)": ms["grads/manual"] - ms["forward"],
         "optimizer in the step (step/manual - grads/manual)": ms["step/manual"] - ms["grads/manual"],

@@ -35,29 +35,32 @@ def matmul_flops_per_step(sizes, batch):
     return 2 * fwd + dx
 
 
-def measure_matmul_floor(sizes, batch, steps, repeats, members=1):
+def measure_matmul_floor(sizes, batch, steps, repeats, members=1, dtype=jnp.float32):
     """Seconds per step for the step's matmuls alone, at its shapes, inside a scan like the epoch.
 
     Each step takes its own input batch (as the epoch gathers one) and updates the weights with the
     weight gradients, so nothing can be hoisted or dropped. Weight gradients use the layout the
-    library's backward uses (``linear.weight_grad``: the faster one on XLA:CPU for narrowing layers). With ``members`` > 1 the weights carry a
+    library's backward uses (``linear.weight_grad``: the faster one on XLA:CPU for narrowing layers).
+    ``dtype=jnp.bfloat16`` measures the mixed-precision step's products (bf16 operands, float32
+    accumulation). With ``members`` > 1 the weights carry a
     leading member axis and the body is vmapped over it with the batch shared, as in a sweep."""
     key = jax.random.PRNGKey(0)
     lead = (members,) if members > 1 else ()
-    Ws = [jax.random.normal(key, lead + (a, b), jnp.float32) * 0.01 for a, b in zip(sizes[:-1], sizes[1:])]
-    xs = jax.random.normal(key, (steps, batch, sizes[0]), jnp.float32)
+    Ws = [(jax.random.normal(key, lead + (a, b)) * 0.01).astype(dtype) for a, b in zip(sizes[:-1], sizes[1:])]
+    xs = jax.random.normal(key, (steps, batch, sizes[0])).astype(dtype)
 
     def run(Ws, xs):
         def body(Ws, x):
+            mm = lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32).astype(dtype)  # noqa: E731
             hs = [x]
             for W in Ws:  # forward
-                hs.append(hs[-1] @ W)
+                hs.append(mm(hs[-1], W))
             d = hs[-1] * 1e-3
             new = []
             for i in reversed(range(len(Ws))):  # backward: dW always, dx except the first layer
-                new.append(Ws[i] - 1e-6 * weight_grad(hs[i], d))
+                new.append((Ws[i] - 1e-6 * weight_grad(hs[i], d)).astype(dtype))
                 if i > 0:
-                    d = d @ Ws[i].T
+                    d = mm(d, Ws[i].T)
             return new[::-1], None
 
         return jax.lax.scan(body, Ws, xs)[0]

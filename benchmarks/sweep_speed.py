@@ -56,18 +56,20 @@ def main():
     ap.add_argument("--hidden", type=int, default=100)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--unroll", type=int, default=1, help="steps per iteration of the epoch's loop")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     x, y, source = load_data(50_000)
     tc = train.TrainConfig(model=MLPConfig(sizes=(784, args.hidden, 10)), optimizer="adam",
-                           batch_size=args.batch)
+                           batch_size=args.batch, scan_unroll=args.unroll)
     hyper = Hyper().as_arrays()
     ts = train.init_state(jax.random.PRNGKey(0), tc, hyper)
     single = jax.jit(lambda ts, h: train.train_epoch(ts, h, x, y, tc=tc)).lower(ts, hyper).compile()
     single_s = timed(single, ts, hyper, repeats=args.repeats)
     rows = [bench(int(k), tc, x, y, args.repeats, single_s) for k in args.members.split(",")]
     print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__}, "
-          f"data {source}, net 784-{args.hidden}-10, Adam, batch {args.batch}, float32; one epoch = "
+          f"data {source}, net 784-{args.hidden}-10, Adam, batch {args.batch}, float32, scan unroll "
+          f"{args.unroll}; one epoch = "
           f"{x.shape[0] // args.batch} steps; single run {x.shape[0] // args.batch * args.batch / single_s:.0f} ex/s")
     print(f"{'K':>4} {'aggregate ex/s':>15} {'vs K sequential':>16} {'epoch s':>8} {'floor s':>8} "
           f"{'epoch/floor':>12} {'compile s':>10}")
@@ -76,7 +78,8 @@ def main():
               f"{r['epoch_s']:>8.3f} {r['floor_epoch_s']:>8.3f} {r['vs_floor']:>12.3f} {r['compile_s']:>10.2f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"backend": jax.default_backend(), "jax": jax.__version__, "data": source,
+            json.dump({"backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
+                       "jax": jax.__version__, "data": source, "scan_unroll": args.unroll,
                        "single_epoch_s": single_s, "rows": rows}, f, indent=2)
 
 
