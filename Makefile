@@ -52,10 +52,16 @@ test-all: $(STAMP) data
 experiments: $(STAMP) data
 	$(BIN)/python -m experiments
 
-# Speed against the measured roofline (benchmarks/RESULTS.md).
+# The CPU rows of benchmarks/RESULTS.md (≈ 20 min on 2 cores; run on a quiet machine). GPU rows:
+# OUT=DIR bash benchmarks/gpu.sh on the GPU machine.
 bench: $(STAMP) data
-	$(BIN)/python benchmarks/step_speed.py --batch 128 --json benchmarks/step_speed_cpu.json
-	$(BIN)/python benchmarks/sweep_speed.py --members 1,4,16,64 --json benchmarks/sweep_speed_cpu.json
+	$(BIN)/python benchmarks/step_speed.py --batch 128 --repeats 21 --json benchmarks/step_speed_cpu.json
+	$(BIN)/python benchmarks/step_speed.py --batch 32,128,1024 --repeats 15 --json benchmarks/step_speed_cpu_batches.json
+	$(BIN)/python benchmarks/step_speed.py --hidden 100 --batch 128 --repeats 15 --json benchmarks/step_speed_cpu_seed_net.json
+	$(BIN)/python benchmarks/step_speed.py --batch 128 --matmul-dtype bfloat16 --repeats 9 --json benchmarks/step_speed_cpu_bf16.json
+	$(BIN)/python benchmarks/profile_step.py --repeats 9 --trace runs/trace-w --hlo-dir runs/hlo-w --json benchmarks/profile_w_cpu.json
+	$(BIN)/python benchmarks/profile_step.py --hidden 100 --repeats 9 --trace runs/trace-seed --json benchmarks/profile_seed_cpu.json
+	$(BIN)/python benchmarks/sweep_speed.py --members 1,4,16,64 --repeats 3 --json benchmarks/sweep_speed_cpu.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
