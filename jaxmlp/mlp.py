@@ -59,8 +59,8 @@ class MLPConfig:
         return len(self.sizes) - 2
 
     @property
-    def mixed(self):
-        """The matmul operand dtype when it differs from the parameters' (None: plain float32)."""
+    def matmul_operand_dtype(self):
+        """The dtype matmul operands are cast to (None: plain float32, no cast)."""
         return None if self.matmul_dtype == "float32" else jnp.dtype(self.matmul_dtype)
 
     def to_dict(self) -> dict:
@@ -115,7 +115,7 @@ def forward(params, state, x, *, config: MLPConfig, hyper=None, train: bool = Fa
     caches, new_state = [], []
     for i in range(config.num_hidden):
         p = params[i]
-        z, lin_cache = linear.forward(p, h, config.mixed)  # (batch, d_out)
+        z, lin_cache = linear.forward(p, h, config.matmul_operand_dtype)  # (batch, d_out)
         bn_cache = None
         if config.batchnorm:
             if train:
@@ -134,7 +134,7 @@ def forward(params, state, x, *, config: MLPConfig, hyper=None, train: bool = Fa
         if use_dropout:
             h, drop_cache = dropout.forward(h, hyper.dropout_rate, drop_keys[i])
         caches.append((lin_cache, bn_cache, act_cache, drop_cache))
-    logits, out_cache = linear.forward(params[-1], h, config.mixed)  # (batch, d_out)
+    logits, out_cache = linear.forward(params[-1], h, config.matmul_operand_dtype)  # (batch, d_out)
     caches.append(out_cache)
     return logits, tuple(new_state), caches
 

@@ -49,7 +49,7 @@ def test_train_mixed_precision_records_its_mode(idx_dir, tmp_path, capsys):
     assert config["model"]["matmul_dtype"] == "bfloat16" and config["scan_unroll"] == 2
 
 
-def test_gradcheck_json(capsys):
+def test_gradcheck_json(capsys, x64):  # x64: gradcheck turns float64 on; the fixture restores it
     code = main(["gradcheck", "--hidden", "6,5,4", "--activation", "tanh", "--dropout", "0.3",
                  "--batchnorm", "--l2", "1e-3", "--input-dim", "7", "--json"])
     report = json.loads(capsys.readouterr().out)

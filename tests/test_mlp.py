@@ -188,7 +188,9 @@ def test_input_dropout_gradients(x64, bn):
     np.testing.assert_allclose(seen[seen > 0], 1 / 0.6, rtol=1e-6)
 
 
-@pytest.mark.parametrize("jit", [pytest.param(False, id="eager"), pytest.param(True, id="jit")])
+# eager is slow here (≈ 14 s of op-by-op dispatch): `make test-all`; the op-level test runs eager always
+@pytest.mark.parametrize("jit", [pytest.param(False, id="eager", marks=pytest.mark.slow),
+                                 pytest.param(True, id="jit")])
 @pytest.mark.parametrize("bn", [False, True], ids=["nobn", "bn"])
 def test_mixed_precision_gradients(jit, bn):
     """matmul_dtype=bfloat16: the hand-written gradients equal jax.grad of the same mixed-precision
@@ -205,9 +207,9 @@ def test_mixed_precision_gradients(jit, bn):
     cbf = mlp.MLPConfig(sizes=sizes, activation="tanh", batchnorm=bn, dropout=True, init="xavier",
                         matmul_dtype="bfloat16")
     params, state = mlp.init(jax.random.PRNGKey(0), c32)
-    x = jax.random.normal(jax.random.PRNGKey(1), (32, 40))
+    x = jax.random.normal(jax.random.PRNGKey(1), (32, 40), jnp.float32)
     y = jax.random.randint(jax.random.PRNGKey(2), (32,), 0, 5)
-    hyper, key = Hyper(dropout_rate=0.2, l2=1e-3).as_arrays(), jax.random.PRNGKey(3)
+    hyper, key = Hyper(dropout_rate=0.2, l2=1e-3).as_arrays(jnp.float32), jax.random.PRNGKey(3)
     f = jax.jit(manual_and_autodiff, static_argnames="config") if jit else manual_and_autodiff
     manual, auto = f(params, state, (x, y), hyper, key, config=cbf)
     ref, _ = f(params, state, (x, y), hyper, key, config=c32)

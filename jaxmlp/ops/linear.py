@@ -68,10 +68,11 @@ def weight_grad(x, dy):
 
     When the layer narrows a lot (d_out ≤ d_in / 4, e.g. the 10-class output layer) the product is
     computed as (dyᵀ x)ᵀ with the (d_out, d_in) result materialized first: XLA:CPU's matmul is 3-5×
-    faster producing the wide (d_out, d_in) result than the narrow (d_in, d_out) one (measured:
-    benchmarks/RESULTS.md, "Where the step's time goes"). The optimization barrier keeps XLA from
-    folding the transpose back into the dot; the values are the same products, summed in the same
-    order over the batch.
+    faster producing the wide (d_out, d_in) result than the narrow (d_in, d_out) one when timed
+    alone; in a whole training step the gain is 0-6% (benchmarks/RESULTS.md, "Where the step's time
+    goes"), and in a sweep it lets XLA fuse all members' first-layer gradients into one product. The
+    optimization barrier keeps XLA from folding the transpose back into the dot. Same products,
+    summed over the batch; only the rounding of the sums may differ.
     """
     out_dtype = dy.dtype
     dy = dy.astype(x.dtype)  # mixed precision: x is the bfloat16 cache
