@@ -30,7 +30,6 @@ import argparse
 import json
 import re
 import statistics
-import time
 from functools import partial
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from jaxmlp import mlp, optim, train
 from jaxmlp.hyper import Hyper
 from jaxmlp.ops import linear, losses
 from roofline import matmul_flops_per_step, measure_bandwidth, measure_matmul_floor
-from step_speed import load_data
+from step_speed import interleaved, load_data
 
 
 def components(sizes, batch, steps, x, y):
@@ -106,20 +105,6 @@ def components(sizes, batch, steps, x, y):
         linear.weight_grad = layout
     compiled["step/manual, dW=xᵀdy"] = (before, (ts, hyper, x, y))
     return compiled, n_params
-
-
-def interleaved(compiled, repeats):
-    for f, a in compiled.values():
-        jax.block_until_ready(f(*a))
-    times = {n: [] for n in compiled}
-    names = list(compiled)
-    for i in range(repeats):
-        for n in names if i % 2 == 0 else names[::-1]:
-            f, a = compiled[n]
-            t = time.perf_counter()
-            jax.block_until_ready(f(*a))
-            times[n].append(time.perf_counter() - t)
-    return {n: statistics.median(v) for n, v in times.items()}
 
 
 def scan_body_summary(hlo: str) -> dict:
@@ -192,7 +177,7 @@ def main():
     x, y, source = load_data(50_000)
     steps = x.shape[0] // args.batch
     compiled, n_params = components(sizes, args.batch, steps, x, y)
-    secs = interleaved(compiled, args.repeats)
+    secs = {n: statistics.median(v) for n, v in interleaved(compiled, args.repeats).items()}
     ms = {n: 1e3 * s / steps for n, s in secs.items()}
     flops = matmul_flops_per_step(sizes, args.batch)
     ms["matmul floor"] = 1e3 * measure_matmul_floor(sizes, args.batch, steps, args.repeats)

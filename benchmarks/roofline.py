@@ -36,7 +36,14 @@ def matmul_flops_per_step(sizes, batch):
 
 
 def measure_matmul_floor(sizes, batch, steps, repeats, members=1, dtype=jnp.float32):
-    """Seconds per step for the step's matmuls alone, at its shapes, inside a scan like the epoch.
+    """Seconds per step for the step's matmuls alone (``matmul_floor_program``, median of repeats)."""
+    fn, args = matmul_floor_program(sizes, batch, steps, members, dtype)
+    return timed(fn, *args, repeats=repeats) / steps
+
+
+def matmul_floor_program(sizes, batch, steps, members=1, dtype=jnp.float32):
+    """(compiled fn, args): one call runs the step's matmuls alone for ``steps`` steps, at its shapes,
+    inside a scan like the epoch.
 
     Each step takes its own input batch (as the epoch gathers one) and updates the weights with the
     weight gradients, so nothing can be hoisted or dropped. Weight gradients use the layout the
@@ -66,11 +73,19 @@ def measure_matmul_floor(sizes, batch, steps, repeats, members=1, dtype=jnp.floa
         return jax.lax.scan(body, Ws, xs)[0]
 
     fn = jax.jit(jax.vmap(run, in_axes=(0, None)) if members > 1 else run)
-    return timed(fn, Ws, xs, repeats=repeats) / steps
+    return fn.lower(Ws, xs).compile(), (Ws, xs)
 
 
 def measure_bandwidth(n_params, steps, repeats):  # n_params: all members' parameters together
     """Bytes/s of an Adam-like elementwise pass (4 arrays read, 3 written) over n_params floats."""
+    fn, args = bandwidth_program(n_params, steps)
+    seconds = timed(fn, *args, repeats=repeats) / steps
+    return 7 * 4 * n_params / seconds
+
+
+def bandwidth_program(n_params, steps):
+    """(compiled fn, args): one call runs ``steps`` Adam-like passes (read p, g, m, v; write p, m, v)
+    over n_params float32 each, so 28·n_params bytes per step."""
     p, g, m, v = (jnp.full((n_params,), float(i + 1), jnp.float32) for i in range(4))
 
     @jax.jit
@@ -84,7 +99,6 @@ def measure_bandwidth(n_params, steps, repeats):  # n_params: all members' param
 
         return jax.lax.scan(body, (p, m, v), None, length=steps)[0]
 
-    seconds = timed(run, p, g, m, v, repeats=repeats) / steps
-    return 7 * 4 * n_params / seconds
+    return run.lower(p, g, m, v).compile(), (p, g, m, v)
 
 

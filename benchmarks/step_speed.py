@@ -2,9 +2,8 @@
 
 W: 784-512-512-10 ReLU, Adam, float32, batch 128 (other batch sizes and nets via options), data on
 the device, one epoch = one lax.scan. Reports training examples/s (compile excluded, median of
-``--repeats`` epochs, the two paths' epochs interleaved) for the hand-written step and for the same
-step with jax.grad's gradients, and
-the floor:
+``--repeats`` rounds) for the hand-written step and for the same step with jax.grad's gradients,
+and the floor:
 
     floor = matmul FLOPs per step / measured matmul rate at W's shapes
           + optimizer bytes per step / measured elementwise bandwidth
@@ -16,8 +15,9 @@ elementwise update (read p, g, m, v; write p, m, v) over arrays of the model's s
     python benchmarks/step_speed.py [--batch 128] [--hidden 512,512] [--repeats 5]
                                     [--matmul-dtype bfloat16] [--unroll N] [--json out.json]
 
-The manual/autodiff speed ratio is taken per round (both paths' epochs of one round run back to
-back), reported as the median of the rounds with a bootstrap 95% confidence interval.
+Each round runs one epoch of each path and one of each floor program back to back (order
+alternating between rounds); the manual/autodiff ratio and each path's ratio to the floor are taken
+per round and reported as the median over rounds with a bootstrap 95% confidence interval.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 
 from jaxmlp import data, mlp, train
 from jaxmlp.hyper import Hyper
-from roofline import matmul_flops_per_step, measure_bandwidth, measure_matmul_floor
+from roofline import bandwidth_program, matmul_flops_per_step, matmul_floor_program
 
 
 def load_data(n_train: int):
@@ -47,17 +47,19 @@ def load_data(n_train: int):
         return jnp.asarray(x), jnp.asarray(rng.integers(0, 10, n_train, dtype=np.int32)), "synthetic"
 
 
-def interleaved(fns: dict, args, repeats: int) -> dict:
-    """Seconds of every run of each compiled fn, runs alternating between them (one warm-up each).
-    Round i runs every fn once (order alternating), so times[a][i] / times[b][i] is a paired ratio."""
-    for f in fns.values():
-        jax.block_until_ready(f(*args))
+def interleaved(fns: dict, repeats: int) -> dict:
+    """Seconds of every run of each compiled fn: fns = {name: (fn, args)}; one warm-up each, then
+    ``repeats`` rounds, each running every fn once (order alternating between rounds), so
+    times[a][i] / times[b][i] is a paired ratio taken under the same machine conditions."""
+    for f, a in fns.values():
+        jax.block_until_ready(f(*a))
     times = {n: [] for n in fns}
     names = list(fns)
     for i in range(repeats):
         for n in names if i % 2 == 0 else names[::-1]:
+            f, a = fns[n]
             t = time.perf_counter()
-            jax.block_until_ready(fns[n](*args))
+            jax.block_until_ready(f(*a))
             times[n].append(time.perf_counter() - t)
     return times
 
@@ -89,26 +91,35 @@ def bench(sizes, batch, repeats, x, y, matmul_dtype="float32", unroll=1):
         out[f"{name}_peak_mb"] = (getattr(mem, "peak_memory_in_bytes", 0) or
                                   mem.argument_size_in_bytes + mem.output_size_in_bytes
                                   + mem.temp_size_in_bytes - mem.alias_size_in_bytes) / 2**20
-    # The two paths are timed INTERLEAVED (alternating which goes first), so that drift in this
-    # noisy machine's speed hits both alike; each gets `repeats` epochs and reports its median.
-    times = interleaved(compiled, (ts, hyper, x, y), repeats)
-    for name, v in times.items():
+    # The two paths and the two floor programs are timed INTERLEAVED, round by round (alternating
+    # the order), so drift in this noisy machine's speed hits all alike and every ratio is paired.
+    flops = matmul_flops_per_step(sizes, batch)
+    mm_fn = matmul_floor_program(sizes, batch, steps,
+                                 dtype=jnp.bfloat16 if matmul_dtype == "bfloat16" else jnp.float32)
+    progs = {n: (c, (ts, hyper, x, y)) for n, c in compiled.items()}
+    progs.update(floor_matmul=mm_fn, floor_adam=bandwidth_program(n_params, steps))
+    times = interleaved(progs, repeats)
+    for name in ("manual", "autodiff"):
+        v = times[name]
         sec = statistics.median(v)
         out[f"{name}_epoch_s_all"] = v
         out[f"{name}_step_s"] = sec / steps
         out[f"{name}_examples_per_s"] = steps * batch / sec
-    flops = matmul_flops_per_step(sizes, batch)
-    mm_step = measure_matmul_floor(sizes, batch, steps, repeats,
-                                   dtype=jnp.bfloat16 if matmul_dtype == "bfloat16" else jnp.float32)
-    bw = measure_bandwidth(n_params, steps, repeats)
+    # floor of round i = its matmul time + the optimizer's 28·n_params bytes at its measured bandwidth
+    # (bandwidth_program moves exactly those bytes per step, so that term is its time per step)
+    floor_all = [(m + b) / steps for m, b in zip(times["floor_matmul"], times["floor_adam"])]
+    mm_step = statistics.median(times["floor_matmul"]) / steps
     opt_bytes = 7 * 4 * n_params
+    bw = opt_bytes / (statistics.median(times["floor_adam"]) / steps)
     out.update(matmul_flops_per_step=flops, flops_per_example=flops / batch,
                matmul_gflops=flops / mm_step / 1e9,
                bandwidth_gb_s=bw / 1e9, optimizer_bytes_per_step=opt_bytes,
-               floor_step_s=mm_step + opt_bytes / bw)
+               floor_step_s=statistics.median(floor_all), floor_step_s_all=floor_all)
     out["floor_examples_per_s"] = batch / out["floor_step_s"]
-    out["manual_vs_floor"] = out["manual_step_s"] / out["floor_step_s"]
-    out["autodiff_vs_floor"] = out["autodiff_step_s"] / out["floor_step_s"]
+    for name in ("manual", "autodiff"):  # per-round ratio to that round's floor
+        ratios = [t / steps / f for t, f in zip(times[name], floor_all)]
+        med, lo, hi = median_ci(ratios)
+        out[f"{name}_vs_floor"], out[f"{name}_vs_floor_ci95"] = med, [lo, hi]
     # paired per round: autodiff epoch time / manual epoch time (> 1: the hand-written step is faster)
     pairs = [a / m for a, m in zip(times["autodiff"], times["manual"])]
     med, lo, hi = median_ci(pairs)
@@ -133,13 +144,14 @@ def main():
           f"data {source}, net {'-'.join(map(str, sizes))}, Adam, matmuls {args.matmul_dtype}, "
           f"scan unroll {args.unroll}, median of {args.repeats} epochs (paths interleaved)")
     print(f"{'batch':>5} {'manual ex/s':>12} {'autodiff ex/s':>14} {'manual/autodiff [95% CI]':>26} "
-          f"{'floor ex/s':>11} {'manual/floor':>13} {'autodiff/floor':>15} {'GFLOP/s mm':>11} {'GB/s':>7} "
+          f"{'floor ex/s':>11} {'manual/floor [95% CI]':>23} {'autodiff/floor':>15} {'GFLOP/s mm':>11} {'GB/s':>7} "
           f"{'MFLOP/ex':>9} {'compile s m/a':>14} {'peak MB m/a':>12}")
     for r in rows:
         print(f"{r['batch']:>5} {r['manual_examples_per_s']:>12.0f} {r['autodiff_examples_per_s']:>14.0f} "
               f"{r['manual_speedup_over_autodiff']:>9.3f} [{r['manual_speedup_ci95'][0]:.3f}, "
               f"{r['manual_speedup_ci95'][1]:.3f}] {r['floor_examples_per_s']:>11.0f} "
-              f"{r['manual_vs_floor']:>13.3f} {r['autodiff_vs_floor']:>15.3f} {r['matmul_gflops']:>11.1f} "
+              f"{r['manual_vs_floor']:>7.3f} [{r['manual_vs_floor_ci95'][0]:.3f}, {r['manual_vs_floor_ci95'][1]:.3f}] "
+              f"{r['autodiff_vs_floor']:>15.3f} {r['matmul_gflops']:>11.1f} "
               f"{r['bandwidth_gb_s']:>7.1f} {r['flops_per_example'] / 1e6:>9.2f} "
               f"{r['manual_compile_s']:>6.2f}/{r['autodiff_compile_s']:<7.2f} "
               f"{r['manual_peak_mb']:>5.0f}/{r['autodiff_peak_mb']:<6.0f}")

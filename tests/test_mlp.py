@@ -199,7 +199,7 @@ def test_mixed_precision_gradients(jit, bn):
     Tolerances (tree_rel_diff, max over arrays): bf16 keeps 8 significant bits, unit roundoff
     2⁻⁸ ≈ 3.9e-3 per rounded operand. jax.grad rounds each weight cotangent to bf16 where the
     hand-written backward keeps the float32 accumulation, so the two differ by about one unit
-    roundoff: ≤ 1e-2. Against float32 the operands of all six products are rounded: ≤ 2e-2
+    roundoff: ≤ 1e-2. Against float32 the operands of all eight products are rounded: ≤ 2e-2
     (tanh: no ReLU kink whose side a rounding could flip), and ≥ 1e-4, or bf16 was not in effect.
     """
     sizes = (40, 16, 16, 5)
