@@ -13,8 +13,9 @@ median of ``--repeats``:
     step/autodiff   the same with jax.grad's gradients
     step/manual, dW=xᵀdy   the real epoch with every weight gradient computed as xᵀ dy, i.e. before
                     ``linear.weight_grad`` chose the (dyᵀ x)ᵀ layout for narrowing layers
-    matmul floor    the step's matmuls alone at its shapes (roofline.measure_matmul_floor)
+    matmul floor    the step's matmuls alone at its shapes (roofline.matmul_floor_program)
     adam floor      Adam's 7 arrays of bytes over the measured elementwise bandwidth
+                    (roofline.bandwidth_program)
 
 ``--hlo-dir D`` writes the optimized HLO of both epoch programs and prints, for the scan body of each,
 how many dots, fusions and copies XLA kept and how many bytes the copies move per step.
@@ -40,12 +41,12 @@ import jax.numpy as jnp
 from jaxmlp import mlp, optim, train
 from jaxmlp.hyper import Hyper
 from jaxmlp.ops import linear, losses
-from roofline import matmul_flops_per_step, measure_bandwidth, measure_matmul_floor
-from step_speed import interleaved, load_data
+from roofline import bandwidth_program, interleaved, matmul_flops_per_step, matmul_floor_program
+from step_speed import load_data
 
 
 def components(sizes, batch, steps, x, y):
-    """name -> (compiled fn, args) for every component; all scan over the same ``steps`` batches."""
+    """name -> (compiled fn, args) for every component and floor; all scan over ``steps`` steps."""
     config = mlp.MLPConfig(sizes=sizes, activation="relu")
     tc = train.TrainConfig(model=config, optimizer="adam", batch_size=batch)
     hyper = Hyper(learning_rate=1e-3).as_arrays()
@@ -104,7 +105,11 @@ def components(sizes, batch, steps, x, y):
     finally:
         linear.weight_grad = layout
     compiled["step/manual, dW=xᵀdy"] = (before, (ts, hyper, x, y))
-    return compiled, n_params
+    # the floors run in the same rounds as the components (bandwidth_program moves Adam's 28 bytes per
+    # parameter per step, so its time per step is the Adam floor)
+    compiled["matmul floor"] = matmul_floor_program(sizes, batch, steps)
+    compiled["adam floor"] = bandwidth_program(n_params, steps)
+    return compiled
 
 
 def scan_body_summary(hlo: str) -> dict:
@@ -176,12 +181,10 @@ def main():
     sizes = (784, *[int(h) for h in args.hidden.split(",")], 10)
     x, y, source = load_data(50_000)
     steps = x.shape[0] // args.batch
-    compiled, n_params = components(sizes, args.batch, steps, x, y)
+    compiled = components(sizes, args.batch, steps, x, y)
     secs = {n: statistics.median(v) for n, v in interleaved(compiled, args.repeats).items()}
     ms = {n: 1e3 * s / steps for n, s in secs.items()}
     flops = matmul_flops_per_step(sizes, args.batch)
-    ms["matmul floor"] = 1e3 * measure_matmul_floor(sizes, args.batch, steps, args.repeats)
-    ms["adam floor"] = 1e3 * 28 * n_params / measure_bandwidth(n_params, steps, args.repeats)
     out = {"sizes": list(sizes), "batch": args.batch, "steps": steps, "data": source,
            "backend": jax.default_backend(), "jax": jax.__version__, "ms_per_step": ms,
            "matmul_flops_per_step": flops}
@@ -204,21 +207,21 @@ def main():
         for name in ("step/manual", "step/autodiff"):
             f, a = compiled[name]
             tag = name.split("/")[1]
+            text = f.as_text()
             if args.hlo_dir:
                 d = Path(args.hlo_dir)
                 d.mkdir(parents=True, exist_ok=True)
-                text = f.as_text()
                 (d / f"epoch_{tag}.hlo.txt").write_text(text)
                 out[f"hlo_{tag}"] = summary = scan_body_summary(text)
                 print(f"HLO scan body, {tag:>8}: {summary}")
             if args.trace:
                 with jax.profiler.trace(str(Path(args.trace) / tag)):
                     jax.block_until_ready(f(*a))
-                ops = per_op_ms(Path(args.trace) / tag, steps, f.as_text())
+                ops = per_op_ms(Path(args.trace) / tag, steps, text)
                 out[f"ops_{tag}"] = ops
                 print(f"per-op time in one epoch, {tag} (ms per step; ops of a step may overlap on 2 threads)")
-                for name, (ms_, what) in list(ops.items())[:args.top]:
-                    print(f"  {ms_:7.3f}  {name:<34} {what}")
+                for op, (op_ms, what) in list(ops.items())[:args.top]:
+                    print(f"  {op_ms:7.3f}  {op:<34} {what}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
 

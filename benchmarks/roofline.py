@@ -1,12 +1,13 @@
-"""Roofline helpers shared by the benchmarks: timing, the step's matmul floor, elementwise bandwidth.
+"""Roofline helpers shared by the benchmarks: interleaved timing, the step's matmul floor, elementwise
+bandwidth.
 
 The floor of a training step is  matmul FLOPs / (measured matmul rate at the step's own shapes)
 + optimizer bytes / (measured elementwise bandwidth), both measured in the same process and run as a
-``lax.scan`` like the epoch, so per-step dispatch costs are treated alike. ``members`` > 1 measures
+``lax.scan`` like the epoch, so per-step dispatch costs are treated alike; the benchmarks time the
+two floor programs in the same rounds as the programs they are compared with. ``members`` > 1 measures
 the vmapped shapes a sweep runs (the batch shared, the weights stacked).
 """
 
-import statistics
 import time
 
 import jax
@@ -15,15 +16,21 @@ import jax.numpy as jnp
 from jaxmlp.ops.linear import weight_grad
 
 
-def timed(fn, *args, repeats: int):
-    """Median seconds of ``fn(*args)`` over ``repeats`` runs (after one warm-up), blocking on results."""
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def interleaved(fns: dict, repeats: int) -> dict:
+    """Seconds of every run of each compiled fn: fns = {name: (fn, args)}; one warm-up each, then
+    ``repeats`` rounds, each running every fn once (order alternating between rounds), so
+    times[a][i] / times[b][i] is a paired ratio taken under the same machine conditions."""
+    for f, a in fns.values():
+        jax.block_until_ready(f(*a))
+    times = {n: [] for n in fns}
+    names = list(fns)
+    for i in range(repeats):
+        for n in names if i % 2 == 0 else names[::-1]:
+            f, a = fns[n]
+            t = time.perf_counter()
+            jax.block_until_ready(f(*a))
+            times[n].append(time.perf_counter() - t)
+    return times
 
 
 def matmul_flops_per_step(sizes, batch):
@@ -33,12 +40,6 @@ def matmul_flops_per_step(sizes, batch):
     fwd = sum(2 * batch * a * b for a, b in layers)
     dx = sum(2 * batch * a * b for a, b in layers[1:])
     return 2 * fwd + dx
-
-
-def measure_matmul_floor(sizes, batch, steps, repeats, members=1, dtype=jnp.float32):
-    """Seconds per step for the step's matmuls alone (``matmul_floor_program``, median of repeats)."""
-    fn, args = matmul_floor_program(sizes, batch, steps, members, dtype)
-    return timed(fn, *args, repeats=repeats) / steps
 
 
 def matmul_floor_program(sizes, batch, steps, members=1, dtype=jnp.float32):
@@ -76,13 +77,6 @@ def matmul_floor_program(sizes, batch, steps, members=1, dtype=jnp.float32):
     return fn.lower(Ws, xs).compile(), (Ws, xs)
 
 
-def measure_bandwidth(n_params, steps, repeats):  # n_params: all members' parameters together
-    """Bytes/s of an Adam-like elementwise pass (4 arrays read, 3 written) over n_params floats."""
-    fn, args = bandwidth_program(n_params, steps)
-    seconds = timed(fn, *args, repeats=repeats) / steps
-    return 7 * 4 * n_params / seconds
-
-
 def bandwidth_program(n_params, steps):
     """(compiled fn, args): one call runs ``steps`` Adam-like passes (read p, g, m, v; write p, m, v)
     over n_params float32 each, so 28·n_params bytes per step."""
@@ -100,5 +94,3 @@ def bandwidth_program(n_params, steps):
         return jax.lax.scan(body, (p, m, v), None, length=steps)[0]
 
     return run.lower(p, g, m, v).compile(), (p, g, m, v)
-
-

@@ -34,7 +34,7 @@ import numpy as np
 
 from jaxmlp import data, mlp, train
 from jaxmlp.hyper import Hyper
-from roofline import bandwidth_program, matmul_flops_per_step, matmul_floor_program
+from roofline import bandwidth_program, interleaved, matmul_flops_per_step, matmul_floor_program
 
 
 def load_data(n_train: int):
@@ -45,23 +45,6 @@ def load_data(n_train: int):
         rng = np.random.default_rng(0)
         x = rng.standard_normal((n_train, 784), dtype=np.float32)
         return jnp.asarray(x), jnp.asarray(rng.integers(0, 10, n_train, dtype=np.int32)), "synthetic"
-
-
-def interleaved(fns: dict, repeats: int) -> dict:
-    """Seconds of every run of each compiled fn: fns = {name: (fn, args)}; one warm-up each, then
-    ``repeats`` rounds, each running every fn once (order alternating between rounds), so
-    times[a][i] / times[b][i] is a paired ratio taken under the same machine conditions."""
-    for f, a in fns.values():
-        jax.block_until_ready(f(*a))
-    times = {n: [] for n in fns}
-    names = list(fns)
-    for i in range(repeats):
-        for n in names if i % 2 == 0 else names[::-1]:
-            f, a = fns[n]
-            t = time.perf_counter()
-            jax.block_until_ready(f(*a))
-            times[n].append(time.perf_counter() - t)
-    return times
 
 
 def median_ci(values, level=0.95, resamples=2000, seed=0):

@@ -1,9 +1,10 @@
 """Sweep throughput: K members of a 784-100-10 ReLU net (Adam, float32, batch 128) for one epoch.
 
 For each K: aggregate training examples/s of the vmapped sweep program (compile excluded, median of
-``--repeats`` epochs), the ratio to K sequential single runs (the plain jitted epoch, timed the same
-way, times K), and the roofline floor measured in the same run (the vmapped step's matmuls at their
-shapes + Adam's bytes for K members over measured elementwise bandwidth).
+``--repeats`` rounds), the ratio to K sequential single runs (the plain jitted epoch, times K), and
+the roofline floor (the vmapped step's matmuls at their shapes + Adam's bytes for K members over
+measured elementwise bandwidth). Each round runs the sweep's epoch, the single run's epoch and the two
+floor programs back to back (order alternating), and the ratios are medians of per-round ratios.
 
     python benchmarks/sweep_speed.py [--members 1,4,16,64] [--repeats 3] [--json out.json]
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import jax
@@ -20,11 +22,13 @@ import jax.numpy as jnp
 from jaxmlp import data, sweep, train
 from jaxmlp.hyper import Hyper
 from jaxmlp.mlp import MLPConfig
-from roofline import measure_bandwidth, measure_matmul_floor, timed
+from roofline import bandwidth_program, interleaved, matmul_floor_program
 from step_speed import load_data
 
 
-def bench(k, tc, x, y, repeats, single_epoch_s):
+def bench(k, tc, x, y, repeats, single):
+    """K members' epoch, interleaved round by round with the single run ``single`` = (fn, args) and
+    the two floor programs, so every ratio is paired."""
     members = sweep.grid(Hyper(), {"learning_rate": list(jnp.geomspace(1e-4, 1e-2, k).tolist())},
                          hidden=[tc.model.sizes[1:-1]]) if k > 1 else \
         sweep.grid(Hyper(), {}, hidden=[tc.model.sizes[1:-1]])
@@ -38,16 +42,23 @@ def bench(k, tc, x, y, repeats, single_epoch_s):
     t = time.perf_counter()
     compiled = fn.lower(ts, hyper, masks).compile()
     compile_s = time.perf_counter() - t
-    sec = timed(compiled, ts, hyper, masks, repeats=repeats)
     n_params = sum(l.size for l in jax.tree_util.tree_leaves(ts.params))  # all K members
-    mm = measure_matmul_floor(tc.model.sizes, tc.batch_size, steps, repeats, members=k)
-    bw = measure_bandwidth(n_params, steps, repeats)
-    floor = mm + 28 * n_params / bw
+    times = interleaved({
+        "sweep": (compiled, (ts, hyper, masks)), "single": single,
+        "floor_matmul": matmul_floor_program(tc.model.sizes, tc.batch_size, steps, members=k),
+        "floor_adam": bandwidth_program(n_params, steps),  # Adam's 28 bytes per parameter per step
+    }, repeats)
+    sec = statistics.median(times["sweep"])
+    floor_all = [m + b for m, b in zip(times["floor_matmul"], times["floor_adam"])]  # epoch seconds
     return {"members": k, "compile_s": compile_s, "epoch_s": sec,
             "examples_per_s": k * steps * tc.batch_size / sec,
-            "speedup_vs_sequential": k * single_epoch_s / sec,
-            "floor_epoch_s": floor * steps, "vs_floor": sec / (floor * steps),
-            "floor_matmul_share": mm / floor}
+            "single_epoch_s": statistics.median(times["single"]),
+            "speedup_vs_sequential": statistics.median(
+                [k * s1 / sk for s1, sk in zip(times["single"], times["sweep"])]),
+            "floor_epoch_s": statistics.median(floor_all),
+            "vs_floor": statistics.median([sk / f for sk, f in zip(times["sweep"], floor_all)]),
+            "floor_matmul_share": statistics.median(
+                [m / f for m, f in zip(times["floor_matmul"], floor_all)])}
 
 
 def main():
@@ -65,8 +76,8 @@ def main():
     hyper = Hyper().as_arrays()
     ts = train.init_state(jax.random.PRNGKey(0), tc, hyper)
     single = jax.jit(lambda ts, h: train.train_epoch(ts, h, x, y, tc=tc)).lower(ts, hyper).compile()
-    single_s = timed(single, ts, hyper, repeats=args.repeats)
-    rows = [bench(int(k), tc, x, y, args.repeats, single_s) for k in args.members.split(",")]
+    rows = [bench(int(k), tc, x, y, args.repeats, (single, (ts, hyper))) for k in args.members.split(",")]
+    single_s = statistics.median([r["single_epoch_s"] for r in rows])
     print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__}, "
           f"data {source}, net 784-{args.hidden}-10, Adam, batch {args.batch}, float32, scan unroll "
           f"{args.unroll}; one epoch = "

@@ -18,7 +18,6 @@ Multi-host: call ``jax.distributed.initialize()`` on every host first; ``jax.dev
 every host's devices and the same code runs unchanged (see README).
 """
 
-
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P

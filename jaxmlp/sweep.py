@@ -43,8 +43,9 @@ from jaxmlp import data, train
 from jaxmlp.hyper import Hyper, validate
 from jaxmlp.mlp import MLPConfig, forward
 
-SWEEPABLE = ("learning_rate", "l2", "dropout_rate", "input_dropout_rate", "momentum", "b1", "b2", "eps", "rho", "weight_decay",
-             "ema_decay", "bn_momentum", "init_scale", "decay_rate", "warmup_steps", "final_lr_fraction")
+SWEEPABLE = ("learning_rate", "l2", "dropout_rate", "input_dropout_rate", "momentum", "b1", "b2", "eps",
+             "rho", "weight_decay", "ema_decay", "bn_momentum", "init_scale", "decay_rate", "warmup_steps",
+             "final_lr_fraction")
 
 
 @dataclass(frozen=True)
