@@ -48,9 +48,7 @@ def savefig(fig, out: Path, name: str) -> str:
     out.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(out / name, dpi=100)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    plt().close(fig)
     return name
 
 
