@@ -13,6 +13,8 @@ median of ``--repeats``:
     step/autodiff   the same with jax.grad's gradients
     step/manual, dW=xᵀdy   the real epoch with every weight gradient computed as xᵀ dy, i.e. before
                     ``linear.weight_grad`` chose the (dyᵀ x)ᵀ layout for narrowing layers
+    step/manual, XLA defaults   the real epoch compiled without ``jaxmlp.compiler.epoch_options()``
+                    (every other program here is compiled with them, as the library compiles its own)
     matmul floor    the step's matmuls alone at its shapes (roofline.matmul_floor_program)
     adam floor      Adam's 7 arrays of bytes over the measured elementwise bandwidth
                     (roofline.bandwidth_program)
@@ -38,7 +40,7 @@ import jax
 import jax.numpy as jnp
 
 
-from jaxmlp import mlp, optim, train
+from jaxmlp import compiler, mlp, optim, train
 from jaxmlp.hyper import Hyper
 from jaxmlp.ops import linear, losses
 from roofline import bandwidth_program, interleaved, matmul_flops_per_step, matmul_floor_program
@@ -97,14 +99,19 @@ def components(sizes, batch, steps, x, y):
         "step/autodiff": (partial(epoch, grad_fn=mlp.autodiff_loss_and_grads), (ts, hyper, x, y)),
     }
     n_params = sum(leaf.size for leaf in jax.tree_util.tree_leaves(ts.params))
-    compiled = {n: (jax.jit(f).lower(*a).compile(), a) for n, (f, a) in table.items()}
+    options = compiler.epoch_options()  # what the library compiles its epochs with
+    compiled = {n: (jax.jit(f).lower(*a).compile(compiler_options=options), a) for n, (f, a) in table.items()}
     layout = linear.weight_grad
     try:  # the same epoch traced with the plain layout, for a before/after in one run
         linear.weight_grad = lambda x, dy: x.T @ dy
-        before = jax.jit(partial(epoch, grad_fn=mlp.loss_and_grads)).lower(ts, hyper, x, y).compile()
+        before = jax.jit(partial(epoch, grad_fn=mlp.loss_and_grads)).lower(ts, hyper, x, y).compile(
+            compiler_options=options)
     finally:
         linear.weight_grad = layout
     compiled["step/manual, dW=xᵀdy"] = (before, (ts, hyper, x, y))
+    # the same epoch with XLA's default options (before jaxmlp.compiler: per-step weight copies)
+    compiled["step/manual, XLA defaults"] = (jax.jit(partial(epoch, grad_fn=mlp.loss_and_grads)).lower(
+        ts, hyper, x, y).compile(), (ts, hyper, x, y))
     # the floors run in the same rounds as the components (bandwidth_program moves Adam's 28 bytes per
     # parameter per step, so its time per step is the Adam floor)
     compiled["matmul floor"] = matmul_floor_program(sizes, batch, steps)

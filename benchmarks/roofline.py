@@ -4,7 +4,8 @@ bandwidth.
 The floor of a training step is  matmul FLOPs / (measured matmul rate at the step's own shapes)
 + optimizer bytes / (measured elementwise bandwidth), both measured in the same process and run as a
 ``lax.scan`` like the epoch, so per-step dispatch costs are treated alike; the benchmarks time the
-two floor programs in the same rounds as the programs they are compared with. ``members`` > 1 measures
+two floor programs in the same rounds as the programs they are compared with. Both are compiled
+with the XLA options the library's training programs use (``jaxmlp.compiler.epoch_options``). ``members`` > 1 measures
 the vmapped shapes a sweep runs (the batch shared, the weights stacked).
 """
 
@@ -13,6 +14,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+from jaxmlp import compiler
 from jaxmlp.ops.linear import weight_grad
 
 
@@ -74,7 +76,7 @@ def matmul_floor_program(sizes, batch, steps, members=1, dtype=jnp.float32):
         return jax.lax.scan(body, Ws, xs)[0]
 
     fn = jax.jit(jax.vmap(run, in_axes=(0, None)) if members > 1 else run)
-    return fn.lower(Ws, xs).compile(), (Ws, xs)
+    return fn.lower(Ws, xs).compile(compiler_options=compiler.epoch_options()), (Ws, xs)
 
 
 def bandwidth_program(n_params, steps):
@@ -93,4 +95,4 @@ def bandwidth_program(n_params, steps):
 
         return jax.lax.scan(body, (p, m, v), None, length=steps)[0]
 
-    return run.lower(p, g, m, v).compile(), (p, g, m, v)
+    return run.lower(p, g, m, v).compile(compiler_options=compiler.epoch_options()), (p, g, m, v)

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp import data, mlp, train
+from jaxmlp import compiler, data, mlp, train
 from jaxmlp.hyper import Hyper
 from roofline import bandwidth_program, interleaved, matmul_flops_per_step, matmul_floor_program
 
@@ -63,12 +63,12 @@ def bench(sizes, batch, repeats, x, y, matmul_dtype="float32", unroll=1):
     steps = x.shape[0] // batch
     n_params = sum(l.size for l in jax.tree_util.tree_leaves(ts.params))
     out = {"sizes": list(sizes), "batch": batch, "steps_per_epoch": steps, "params": n_params,
-           "matmul_dtype": matmul_dtype, "scan_unroll": unroll}
+           "matmul_dtype": matmul_dtype, "scan_unroll": unroll, "compiler_options": compiler.epoch_options()}
     compiled = {}
     for name, grad_fn in (("manual", mlp.loss_and_grads), ("autodiff", mlp.autodiff_loss_and_grads)):
         fn = jax.jit(partial(train.train_epoch, tc=tc, grad_fn=grad_fn))
         t = time.perf_counter()
-        compiled[name] = fn.lower(ts, hyper, x, y).compile()
+        compiled[name] = fn.lower(ts, hyper, x, y).compile(compiler_options=compiler.epoch_options())
         out[f"{name}_compile_s"] = time.perf_counter() - t
         mem = compiled[name].memory_analysis()  # XLA's buffer assignment: arguments + outputs + temporaries
         out[f"{name}_peak_mb"] = (getattr(mem, "peak_memory_in_bytes", 0) or

@@ -19,7 +19,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from jaxmlp import data, sweep, train
+from jaxmlp import compiler, data, sweep, train
 from jaxmlp.hyper import Hyper
 from jaxmlp.mlp import MLPConfig
 from roofline import bandwidth_program, interleaved, matmul_floor_program
@@ -40,7 +40,7 @@ def bench(k, tc, x, y, repeats, single):
     # sweep.make_epoch's program without its buffer donation, so the same state can be timed repeatedly
     fn = jax.jit(jax.vmap(lambda ts, h, m: train.train_epoch(ts, h, x, y, tc=tc, idx=idx, masks=m)))
     t = time.perf_counter()
-    compiled = fn.lower(ts, hyper, masks).compile()
+    compiled = fn.lower(ts, hyper, masks).compile(compiler_options=compiler.epoch_options())
     compile_s = time.perf_counter() - t
     n_params = sum(l.size for l in jax.tree_util.tree_leaves(ts.params))  # all K members
     times = interleaved({
@@ -75,7 +75,8 @@ def main():
                            batch_size=args.batch, scan_unroll=args.unroll)
     hyper = Hyper().as_arrays()
     ts = train.init_state(jax.random.PRNGKey(0), tc, hyper)
-    single = jax.jit(lambda ts, h: train.train_epoch(ts, h, x, y, tc=tc)).lower(ts, hyper).compile()
+    single = jax.jit(lambda ts, h: train.train_epoch(ts, h, x, y, tc=tc)).lower(ts, hyper).compile(
+        compiler_options=compiler.epoch_options())
     rows = [bench(int(k), tc, x, y, args.repeats, (single, (ts, hyper))) for k in args.members.split(",")]
     single_s = statistics.median([r["single_epoch_s"] for r in rows])
     print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__}, "

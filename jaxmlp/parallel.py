@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxmlp import data, train
+from jaxmlp import compiler, data, train
 
 
 def data_mesh(devices=None) -> Mesh:
@@ -43,4 +43,5 @@ def data_parallel_epoch(tc: train.TrainConfig, mesh: Mesh):
         idx = jax.lax.with_sharding_constraint(idx, by_batch)  # (num_batches, batch/n per device)
         return train.train_epoch(ts, hyper, x, y, tc=tc, idx=idx)
 
-    return jax.jit(epoch, in_shardings=(replicated,) * 4, out_shardings=replicated, donate_argnums=0)
+    return jax.jit(epoch, in_shardings=(replicated,) * 4, out_shardings=replicated, donate_argnums=0,
+                   compiler_options=compiler.epoch_options())

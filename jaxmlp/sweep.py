@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxmlp import data, train
+from jaxmlp import compiler, data, train
 from jaxmlp.hyper import Hyper, validate
 from jaxmlp.mlp import MLPConfig, forward
 
@@ -168,7 +168,7 @@ def make_epoch(wide_tc, shared_order: bool):
         return epoch(ts, h, x, y, idx=idx if shared_order else None, masks=masks)
 
     fn = jax.vmap(one, in_axes=(0, 0, None, None, None, 0))
-    return jax.jit(fn, donate_argnums=0)
+    return jax.jit(fn, donate_argnums=0, compiler_options=compiler.epoch_options())
 
 
 def make_eval(config: MLPConfig):

@@ -8,6 +8,7 @@ Contract::
     ts, metrics = train_step(ts, hyper, (xb, yb), tc=tc)           # one step, pure
     ts, metrics = jit_train_step(ts, hyper, (xb, yb), tc=tc)       # the same, compiled, ts donated
     ts, metrics = train_epoch(ts, hyper, x_train, y_train, tc=tc)  # one lax.scan over the epoch
+    epoch = jax.jit(partial(train_epoch, tc=tc), compiler_options=compiler.epoch_options())  # as fit compiles it
     acc, loss = evaluate(eval_params(ts, tc), ts.bn_state, x, y, config=tc.model)
     result = fit(dataset, tc, hyper, out_dir="runs/x")             # the whole loop, with files
 
@@ -34,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp import checkpoint, data, optim, schedules
+from jaxmlp import checkpoint, compiler, data, optim, schedules
 from jaxmlp.hyper import Hyper, validate
 from jaxmlp.mlp import MLPConfig, forward, init, loss_and_grads
 
@@ -266,7 +267,7 @@ def fit(ds: data.Dataset, tc: TrainConfig, hyper: Hyper, *, out_dir=None, resume
 
         epoch_fn = parallel.data_parallel_epoch(tc, parallel.data_mesh())
     else:
-        epoch_fn = jax.jit(partial(train_epoch, tc=tc), donate_argnums=0)
+        epoch_fn = jax.jit(partial(train_epoch, tc=tc), donate_argnums=0, compiler_options=compiler.epoch_options())
     epoch_fn = epoch_fn.lower(ts, hyper_arr, x_train, y_train).compile()
     compile_seconds = time.perf_counter() - t0
 
