@@ -50,10 +50,11 @@ def matmul_floor_program(sizes, batch, steps, members=1, dtype=jnp.float32):
 
     Each step takes its own input batch (as the epoch gathers one) and updates the weights with the
     weight gradients, so nothing can be hoisted or dropped. Weight gradients use the layout the
-    library's backward uses (``linear.weight_grad``: the faster one on XLA:CPU for narrowing layers).
-    ``dtype=jnp.bfloat16`` measures the mixed-precision step's products (bf16 operands, float32
-    accumulation). With ``members`` > 1 the weights carry a
-    leading member axis and the body is vmapped over it with the batch shared, as in a sweep."""
+    library's backward uses (``linear.weight_grad``: for one model the faster one on XLA:CPU for
+    narrowing layers; for ``members`` > 1 the plain xᵀdy a sweep uses). ``dtype=jnp.bfloat16``
+    measures the mixed-precision step's products (bf16 operands, float32 accumulation). With
+    ``members`` > 1 the weights carry a leading member axis and the body is vmapped over it with the
+    batch shared, as in a sweep."""
     key = jax.random.PRNGKey(0)
     lead = (members,) if members > 1 else ()
     Ws = [(jax.random.normal(key, lead + (a, b)) * 0.01).astype(dtype) for a, b in zip(sizes[:-1], sizes[1:])]
@@ -68,7 +69,7 @@ def matmul_floor_program(sizes, batch, steps, members=1, dtype=jnp.float32):
             d = hs[-1] * 1e-3
             new = []
             for i in reversed(range(len(Ws))):  # backward: dW always, dx except the first layer
-                new.append((Ws[i] - 1e-6 * weight_grad(hs[i], d)).astype(dtype))
+                new.append((Ws[i] - 1e-6 * weight_grad(hs[i], d, members == 1)).astype(dtype))
                 if i > 0:
                     d = mm(d, Ws[i].T)
             return new[::-1], None

@@ -33,6 +33,7 @@ from jaxmlp.ops import activations, batchnorm, dropout, linear, losses
 
 
 MATMUL_DTYPES = ("float32", "bfloat16")
+WEIGHT_GRAD_LAYOUTS = ("auto", "plain")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class MLPConfig:
     init: str = "he"
     input_dropout: bool = False  # dropout on the input pixels; rate hyper.input_dropout_rate
     matmul_dtype: str = "float32"  # "bfloat16": mixed precision, bf16 matmul operands (ops.linear)
+    # "auto": narrowing layers compute dW as (dyᵀx)ᵀ, faster for one model on XLA:CPU; "plain":
+    # always xᵀdy, what vmapped sweeps use (ops.linear.weight_grad). Same values either way.
+    weight_grad_layout: str = "auto"
 
     def __post_init__(self):
         object.__setattr__(self, "sizes", tuple(int(s) for s in self.sizes))
@@ -51,6 +55,9 @@ class MLPConfig:
             raise ValueError(f"layer sizes must be ≥ 2 positive integers, got {self.sizes}")
         if self.matmul_dtype not in MATMUL_DTYPES:
             raise ValueError(f"unknown matmul dtype {self.matmul_dtype!r}; choose from {', '.join(MATMUL_DTYPES)}")
+        if self.weight_grad_layout not in WEIGHT_GRAD_LAYOUTS:
+            raise ValueError(f"unknown weight-gradient layout {self.weight_grad_layout!r}; choose from "
+                             f"{', '.join(WEIGHT_GRAD_LAYOUTS)}")
         activations.check(self.activation)
         linear.init_std(self.init, 1, 1)
 
@@ -66,12 +73,12 @@ class MLPConfig:
     def to_dict(self) -> dict:
         return {"sizes": list(self.sizes), "activation": self.activation, "batchnorm": self.batchnorm,
                 "dropout": self.dropout, "init": self.init, "input_dropout": self.input_dropout,
-                "matmul_dtype": self.matmul_dtype}
+                "matmul_dtype": self.matmul_dtype, "weight_grad_layout": self.weight_grad_layout}
 
     @classmethod
     def from_dict(cls, d: dict) -> "MLPConfig":
         return cls(**{k: d[k] for k in ("sizes", "activation", "batchnorm", "dropout", "init",
-                                        "input_dropout", "matmul_dtype") if k in d})
+                                        "input_dropout", "matmul_dtype", "weight_grad_layout") if k in d})
 
 
 def init(key, config: MLPConfig, *, scale=1.0, dtype=jnp.float32):
@@ -155,7 +162,8 @@ def backward(params, caches, dlogits, *, config: MLPConfig, masks=None):
     """Walk the layers in reverse: dlogits (batch, d_out) -> grads with the structure of ``params``."""
     grads = [None] * len(params)
     first = len(params) == 1
-    dh, grads[-1] = linear.backward(params[-1], caches[-1], dlogits, need_dx=not first)
+    transpose = config.weight_grad_layout == "auto"
+    dh, grads[-1] = linear.backward(params[-1], caches[-1], dlogits, need_dx=not first, transpose_narrow=transpose)
     for i in reversed(range(config.num_hidden)):
         lin_cache, bn_cache, act_cache, drop_cache = caches[i]
         if drop_cache is not None:
@@ -166,7 +174,7 @@ def backward(params, caches, dlogits, *, config: MLPConfig, masks=None):
         g = {}
         if bn_cache is not None:
             dz, g = batchnorm.backward(bn_cache, dz)
-        dh, g_lin = linear.backward(params[i], lin_cache, dz, need_dx=i > 0)
+        dh, g_lin = linear.backward(params[i], lin_cache, dz, need_dx=i > 0, transpose_narrow=transpose)
         g.update(g_lin)
         grads[i] = g
     return tuple(grads)

@@ -126,7 +126,8 @@ def padded_config(tc: train.TrainConfig, members) -> train.TrainConfig:
         raise ValueError(f"members of one sweep must have the same number of hidden layers, got {sorted(depth)}")
     widths = tuple(max(m.hidden[i] for m in members) for i in range(depth.pop()))
     sizes = (tc.model.sizes[0], *widths, tc.model.sizes[-1])
-    return replace(tc, model=replace(tc.model, sizes=sizes))
+    # the vmapped program computes members' weight gradients as one product: plain layout (linear.weight_grad)
+    return replace(tc, model=replace(tc.model, sizes=sizes, weight_grad_layout="plain"))
 
 
 def member_state(member: Member, tc: train.TrainConfig, wide_tc: train.TrainConfig):

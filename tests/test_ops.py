@@ -5,6 +5,8 @@ floating-point operations, so they agree to ~1e-15; 1e-10 leaves room for summat
 still failing on any wrong term (a wrong term is off by O(1) relative).
 """
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,6 +66,31 @@ def test_weight_grad_layouts_agree_and_vmap(x64):
         xs, dys = rand(3, (5, 6, d_in)), rand(4, (5, 6, d_out))
         batched = jax.jit(jax.vmap(linear.weight_grad))(xs, dys)
         assert_close(batched, jnp.einsum("kbi,kbo->kio", xs, dys), rtol=1e-12)
+        # transpose_narrow=False (MLPConfig.weight_grad_layout="plain", sweeps): always xᵀ dy
+        plain = partial(linear.weight_grad, transpose_narrow=False)
+        assert "optimization_barrier" not in str(jax.make_jaxpr(plain)(x, dy))
+        assert_close(jax.jit(plain)(x, dy), x.T @ dy, rtol=1e-12)
+        shared = jax.jit(jax.vmap(plain, in_axes=(None, 0)))(x, dys)  # a sweep: the batch shared
+        assert_close(shared, jnp.einsum("bi,kbo->kio", x, dys), rtol=1e-12)
+
+
+def test_mlp_weight_grad_layouts_give_the_same_gradients(x64):
+    """MLPConfig.weight_grad_layout only changes how dW is computed: 784-100-10-like narrowing
+    layers give equal gradients (1e-12, float64 summation order) in "auto" and "plain"."""
+    from jaxmlp import mlp
+    from jaxmlp.hyper import Hyper
+
+    grads = {}
+    for layout in mlp.WEIGHT_GRAD_LAYOUTS:
+        config = mlp.MLPConfig(sizes=(40, 9, 3), weight_grad_layout=layout)
+        params, state = mlp.init(jax.random.PRNGKey(0), config, dtype=jnp.float64)
+        batch = (rand(5, (7, 40)), jnp.arange(7) % 3)
+        _, grads[layout], _, _ = mlp.loss_and_grads(params, state, batch, Hyper().as_arrays(), None,
+                                                    config=config)
+    for a, b in zip(jax.tree_util.tree_leaves(grads["auto"]), jax.tree_util.tree_leaves(grads["plain"])):
+        assert_close(a, b, rtol=1e-12)
+    with pytest.raises(ValueError, match="weight-gradient layout"):
+        mlp.MLPConfig(weight_grad_layout="sideways")
 
 
 @pytest.mark.parametrize("method, std", [("he", (2 / 400) ** 0.5), ("xavier", (2 / 500) ** 0.5),

@@ -148,6 +148,18 @@ def test_outputs_and_best_checkpoint(tiny, tmp_path):
     tc_b, params, bn_state, _, _ = train.load_model(tmp_path / "best_checkpoint.npz")
     acc, _ = train.evaluate(params, bn_state, tiny.x_test, tiny.y_test, config=tc_b.model)
     assert acc == pytest.approx(best["test_accuracy"], abs=1e-6)
+    # the vmapped program's plain weight-gradient layout stays inside the sweep: the member's
+    # checkpoint carries the user's configuration
+    assert tc_b.model.weight_grad_layout == tc.model.weight_grad_layout == "auto"
+    assert summary["config"]["model"]["weight_grad_layout"] == "auto"
+
+
+def test_padded_config_is_widest_and_uses_the_plain_weight_gradient_layout():
+    tc = tc_for(hidden=(16,))
+    members = sweep.grid(Hyper(), {}, hidden=[(4, 3), (8, 2)])
+    wide = sweep.padded_config(tc, members)
+    assert wide.model.sizes == (tc.model.sizes[0], 8, 3, tc.model.sizes[-1])
+    assert wide.model.weight_grad_layout == "plain"
 
 
 def test_one_axis_sweep_draws_curves(tiny, tmp_path):

@@ -63,32 +63,39 @@ def forward(params, x, matmul_dtype=None):
     return y, x
 
 
-def weight_grad(x, dy):
+def weight_grad(x, dy, transpose_narrow: bool = True):
     """xᵀ dy: (batch, d_in), (batch, d_out) -> (d_in, d_out).
 
-    When the layer narrows a lot (d_out ≤ d_in / 4, e.g. the 10-class output layer) the product is
-    computed as (dyᵀ x)ᵀ with the (d_out, d_in) result materialized first: XLA:CPU's matmul is 3-5×
-    faster producing the wide (d_out, d_in) result than the narrow (d_in, d_out) one when timed
-    alone; in a whole training step the gain is 0-6% (benchmarks/RESULTS.md, "Where the step's time
-    goes"), and in a sweep it lets XLA fuse all members' first-layer gradients into one product. The
-    optimization barrier keeps XLA from folding the transpose back into the dot. Same products,
-    summed over the batch; only the rounding of the sums may differ.
+    When the layer narrows a lot (d_out ≤ d_in / 4, e.g. the 10-class output layer) and
+    ``transpose_narrow`` is set, the product is computed as (dyᵀ x)ᵀ with the (d_out, d_in) result
+    materialized first: XLA:CPU's matmul is 3-5× faster producing the wide (d_out, d_in) result than
+    the narrow (d_in, d_out) one when timed alone; in a whole training step the gain is 0-6%
+    (benchmarks/RESULTS.md, "Where the step's time goes"). The optimization barrier keeps XLA from
+    folding the transpose back into the dot. Same products, summed over the batch; only the rounding
+    of the sums may differ.
+
+    ``transpose_narrow=False`` always computes xᵀ dy. Vmapped sweeps use it (``MLPConfig.
+    weight_grad_layout = "plain"``): there XLA computes all members' gradients on the shared batch
+    as one product, and in the transposed form Adam then reads each member's (d_in, d_out) gradient
+    out of the (K·d_out, d_in) result with a stride of d_in floats, megabytes out of cache; 784-100-10
+    at K = 16 trains 1.08× → 1.27× as fast as 16 sequential runs with the plain form (RESULTS.md).
     """
     out_dtype = dy.dtype
     dy = dy.astype(x.dtype)  # mixed precision: x is the bfloat16 cache
-    if 4 * dy.shape[-1] <= x.shape[-1]:
+    if transpose_narrow and 4 * dy.shape[-1] <= x.shape[-1]:
         return jax.lax.optimization_barrier(_mm(dy.T, x, out_dtype)).T  # (d_out, d_in) -> (d_in, d_out)
     return _mm(x.T, dy, out_dtype)  # (d_in, d_out)
 
 
-def backward(params, cache, dy, *, need_dx: bool = True):
+def backward(params, cache, dy, *, need_dx: bool = True, transpose_narrow: bool = True):
     """dL/dW = xᵀ dy,  dL/db = Σ_batch dy,  dL/dx = dy Wᵀ.
 
-    ``need_dx=False`` skips dx (the first layer's input is data, not a parameter). With mixed
+    ``need_dx=False`` skips dx (the first layer's input is data, not a parameter);
+    ``transpose_narrow`` picks dW's layout (``weight_grad``). With mixed
     precision (the cache is bfloat16) the products take bfloat16 operands and return dy's dtype.
     """
     x = cache
-    grads = {"W": weight_grad(x, dy)}  # (d_in, d_out)
+    grads = {"W": weight_grad(x, dy, transpose_narrow)}  # (d_in, d_out)
     if "b" in params:
         grads["b"] = jnp.sum(dy, axis=0)  # (d_out,)
     dx = None
