@@ -62,6 +62,7 @@ bench: $(STAMP) data
 	$(BIN)/python benchmarks/profile_step.py --repeats 9 --trace runs/trace-w --hlo-dir runs/hlo-w --json benchmarks/profile_w_cpu.json
 	$(BIN)/python benchmarks/profile_step.py --hidden 100 --repeats 9 --trace runs/trace-seed --json benchmarks/profile_seed_cpu.json
 	$(BIN)/python benchmarks/sweep_speed.py --members 1,4,16,64 --repeats 3 --json benchmarks/sweep_speed_cpu.json
+	$(BIN)/python benchmarks/sweep_speed.py --members 1,4,16 --repeats 7 --json benchmarks/sweep_speed_cpu_7rounds.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -103,7 +103,7 @@ def components(sizes, batch, steps, x, y):
     compiled = {n: (jax.jit(f).lower(*a).compile(compiler_options=options), a) for n, (f, a) in table.items()}
     layout = linear.weight_grad
     try:  # the same epoch traced with the plain layout, for a before/after in one run
-        linear.weight_grad = lambda x, dy: x.T @ dy
+        linear.weight_grad = lambda x, dy, transpose_narrow=True: x.T @ dy
         before = jax.jit(partial(epoch, grad_fn=mlp.loss_and_grads)).lower(ts, hyper, x, y).compile(
             compiler_options=options)
     finally:
