@@ -53,7 +53,7 @@ def test_options_drop_the_per_step_weight_copies():
 
 
 @cpu_only
-@pytest.mark.parametrize("batchnorm", [False, True], ids=["plain", "batchnorm"])
+@pytest.mark.parametrize("batchnorm", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["plain", "batchnorm"])
 def test_options_change_no_number(batchnorm):
     """Two epochs with and without the options: parameters, optimizer, BN and EMA state and every
     per-step loss equal bit for bit (the options move buffers, not arithmetic)."""

@@ -69,8 +69,8 @@ def test_weight_grad_layouts_agree_and_vmap(x64):
         # transpose_narrow=False (MLPConfig.weight_grad_layout="plain", sweeps): always xᵀ dy
         plain = partial(linear.weight_grad, transpose_narrow=False)
         assert "optimization_barrier" not in str(jax.make_jaxpr(plain)(x, dy))
-        assert_close(jax.jit(plain)(x, dy), x.T @ dy, rtol=1e-12)
-        shared = jax.jit(jax.vmap(plain, in_axes=(None, 0)))(x, dys)  # a sweep: the batch shared
+        assert_close(plain(x, dy), x.T @ dy, rtol=1e-12)  # eager: one dot
+        shared = jax.vmap(plain, in_axes=(None, 0))(x, dys)  # a sweep: the batch shared
         assert_close(shared, jnp.einsum("bi,kbo->kio", x, dys), rtol=1e-12)
 
 
