@@ -32,19 +32,20 @@ def bench(k, tc, x, y, repeats, single):
     members = sweep.grid(Hyper(), {"learning_rate": list(jnp.geomspace(1e-4, 1e-2, k).tolist())},
                          hidden=[tc.model.sizes[1:-1]]) if k > 1 else \
         sweep.grid(Hyper(), {}, hidden=[tc.model.sizes[1:-1]])
-    states, masks = zip(*(sweep.member_state(m, tc, tc) for m in members))
+    wide_tc = sweep.padded_config(tc, members)  # as sweep.run_sweep builds it
+    states, masks = zip(*(sweep.member_state(m, tc, wide_tc) for m in members))
     ts, masks = sweep.stack(states), sweep.stack(masks)
     hyper = sweep.stack([m.hyper.as_arrays() for m in members])
     steps = x.shape[0] // tc.batch_size
     idx = data.batch_indices(jax.random.PRNGKey(0), x.shape[0], tc.batch_size)
-    # sweep.make_epoch's program without its buffer donation, so the same state can be timed repeatedly
-    fn = jax.jit(jax.vmap(lambda ts, h, m: train.train_epoch(ts, h, x, y, tc=tc, idx=idx, masks=m)))
+    # the library's sweep program, without buffer donation so the same state can be timed repeatedly
+    fn = sweep.make_epoch(wide_tc, shared_order=True, donate=False)
     t = time.perf_counter()
-    compiled = fn.lower(ts, hyper, masks).compile(compiler_options=compiler.epoch_options())
+    compiled = fn.lower(ts, hyper, x, y, idx, masks).compile()
     compile_s = time.perf_counter() - t
     n_params = sum(l.size for l in jax.tree_util.tree_leaves(ts.params))  # all K members
     times = interleaved({
-        "sweep": (compiled, (ts, hyper, masks)), "single": single,
+        "sweep": (compiled, (ts, hyper, x, y, idx, masks)), "single": single,
         "floor_matmul": matmul_floor_program(tc.model.sizes, tc.batch_size, steps, members=k),
         "floor_adam": bandwidth_program(n_params, steps),  # Adam's 28 bytes per parameter per step
     }, repeats)

@@ -161,15 +161,17 @@ def stack(trees):
 # The compiled programs
 
 
-def make_epoch(wide_tc, shared_order: bool):
-    """jit(vmap(train_epoch)) over the member axis; x, y (and a shared idx) are not batched."""
+def make_epoch(wide_tc, shared_order: bool, donate: bool = True):
+    """jit(vmap(train_epoch)) over the member axis; x, y (and a shared idx) are not batched.
+
+    ``donate=False`` keeps the incoming state's buffers (benchmarks time one state repeatedly)."""
     epoch = partial(train.train_epoch, tc=wide_tc)
 
     def one(ts, h, x, y, idx, masks):  # without a shared order, each member draws its own from its key
         return epoch(ts, h, x, y, idx=idx if shared_order else None, masks=masks)
 
     fn = jax.vmap(one, in_axes=(0, 0, None, None, None, 0))
-    return jax.jit(fn, donate_argnums=0, compiler_options=compiler.epoch_options())
+    return jax.jit(fn, donate_argnums=0 if donate else (), compiler_options=compiler.epoch_options())
 
 
 def make_eval(config: MLPConfig):

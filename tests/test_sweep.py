@@ -154,6 +154,20 @@ def test_outputs_and_best_checkpoint(tiny, tmp_path):
     assert summary["config"]["model"]["weight_grad_layout"] == "auto"
 
 
+@pytest.mark.parametrize("donate", [True, False])
+def test_make_epoch_donates_the_state_unless_asked_not_to(tiny, donate):
+    tc = tc_for(hidden=(8,), epochs=1)
+    members = sweep.grid(Hyper(), {"learning_rate": [1e-3, 1e-2]})
+    wide_tc = sweep.padded_config(tc, members)
+    ts, masks = (sweep.stack(t) for t in zip(*(sweep.member_state(m, tc, wide_tc) for m in members)))
+    hyper = sweep.stack([m.hyper.as_arrays() for m in members])
+    x, y = jnp.asarray(tiny.x_train), jnp.asarray(tiny.y_train)
+    idx = data.batch_indices(jax.random.PRNGKey(0), x.shape[0], tc.batch_size)
+    fn = sweep.make_epoch(wide_tc, shared_order=True, donate=donate)
+    fn(ts, hyper, x, y, idx, masks)
+    assert ts.params[0]["W"].is_deleted() == donate
+
+
 def test_padded_config_is_widest_and_uses_the_plain_weight_gradient_layout():
     tc = tc_for(hidden=(16,))
     members = sweep.grid(Hyper(), {}, hidden=[(4, 3), (8, 2)])
