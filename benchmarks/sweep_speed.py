@@ -5,6 +5,8 @@ For each K: aggregate training examples/s of the vmapped sweep program (compile 
 the roofline floor (the vmapped step's matmuls at their shapes + Adam's bytes for K members over
 measured elementwise bandwidth). Each round runs the sweep's epoch, the single run's epoch and the two
 floor programs back to back (order alternating), and the ratios are medians of per-round ratios.
+The sweep's time includes drawing its shared data order for the epoch, as each single run's includes
+drawing its own.
 
     python benchmarks/sweep_speed.py [--members 1,4,16,64] [--repeats 3] [--json out.json]
 """
@@ -44,8 +46,16 @@ def bench(k, tc, x, y, repeats, single):
     compiled = fn.lower(ts, hyper, x, y, idx, masks).compile()
     compile_s = time.perf_counter() - t
     n_params = sum(l.size for l in jax.tree_util.tree_leaves(ts.params))  # all K members
+    # the shared data order is drawn once per epoch (as run_sweep does), and timed with the epoch,
+    # since each single run draws its own inside its program
+    draw = jax.jit(data.batch_indices, static_argnums=(1, 2))
+    draw(jax.random.PRNGKey(1), x.shape[0], tc.batch_size)
+
+    def sweep_epoch(key):
+        return compiled(ts, hyper, x, y, draw(key, x.shape[0], tc.batch_size), masks)
+
     times = interleaved({
-        "sweep": (compiled, (ts, hyper, x, y, idx, masks)), "single": single,
+        "sweep": (sweep_epoch, (jax.random.PRNGKey(1),)), "single": single,
         "floor_matmul": matmul_floor_program(tc.model.sizes, tc.batch_size, steps, members=k),
         "floor_adam": bandwidth_program(n_params, steps),  # Adam's 28 bytes per parameter per step
     }, repeats)

@@ -7,6 +7,7 @@ Contract::
     ds.x_train                                         # (50_000, 784) float32, normalized
     ds.y_train                                         # (50_000,) int32
     idx = batch_indices(key, ds.x_train.shape[0], 128) # (num_batches, 128) int32, for lax.scan
+    perm = permutation(key, n)                         # (n,) int32, uniformly random
 
 Where files come from, in order (``find_files``): ``data_dir`` (``--data-dir``), ``$JAXMLP_DATA``
 (the folder itself or its ``<name>/`` subfolder), Debian's ``/usr/share/datasets/<name>`` (Fashion-MNIST,
@@ -480,5 +481,42 @@ def batch_indices(key, num_examples: int, batch_size: int):
     if batch_size > num_examples:
         raise ValueError(f"batch size {batch_size} is larger than the {num_examples} training examples")
     num_batches = num_examples // batch_size
-    perm = jax.random.permutation(key, num_examples)
+    perm = permutation(key, num_examples)
     return perm[: num_batches * batch_size].reshape(num_batches, batch_size).astype(jnp.int32)
+
+
+def permutation(key, n: int):
+    """A uniformly random permutation of ``range(n)``, (n,) int32: ``jax.random.permutation``'s
+    algorithm with a sort that costs a sixth as much on the CPU.
+
+    The algorithm (tjablin's, as in ``jax.random.permutation`` and TensorFlow's random_ops): stable-sort
+    the sequence by fresh random keys, ``rounds`` times. Ties between keys are the only source of bias;
+    once every element's concatenated keys are distinct the result is an exact uniform sample, and the
+    stopping rule ``rounds = ceil(3 ln n / ln M)`` (M = number of key values) makes that near certain.
+    ``jax.random.permutation`` sorts (32-bit key, value) pairs, which XLA:CPU sorts through a generic
+    comparator (18 ms per round at n = 50,000 on these machines). Here each round packs its key into the
+    high bits and the element's current position into the low ``b = bit_length(n - 1)`` bits of ONE
+    uint32 and sorts that array alone (3 ms): the positions make every value distinct and break ties
+    in order, so this is the same stable sort with (32 - b)-bit keys, M = 2**(32 - b), and the same
+    stopping rule gives the rounds (3 at n = 50,000 or 60,000: 6 ms for the permutation instead of 36).
+    Above 2**20 elements (keys under 12 bits) it calls ``jax.random.permutation``.
+    """
+    import math
+
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    index_bits = max(1, (n - 1).bit_length())
+    key_bits = 32 - index_bits
+    if key_bits < 12:
+        return jax.random.permutation(key, n).astype(jnp.int32)
+    rounds = max(1, math.ceil(3 * math.log(max(n, 2)) / (key_bits * math.log(2))))
+    position = lax.iota(jnp.uint32, n)
+    low = jnp.uint32((1 << index_bits) - 1)
+    perm = None
+    for round_key in jax.random.split(key, rounds):
+        sort_keys = jax.random.bits(round_key, (n,), jnp.uint32) & ~low  # (n,) key in the high bits
+        order = (lax.sort(sort_keys | position) & low).astype(jnp.int32)  # (n,) positions, stably sorted
+        perm = order if perm is None else perm[order]
+    return perm
