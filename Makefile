@@ -63,6 +63,7 @@ bench: $(STAMP) data
 	$(BIN)/python benchmarks/profile_step.py --hidden 100 --repeats 9 --trace runs/trace-seed --json benchmarks/profile_seed_cpu.json
 	$(BIN)/python benchmarks/sweep_speed.py --members 1,4,16,64 --repeats 3 --json benchmarks/sweep_speed_cpu.json
 	$(BIN)/python benchmarks/sweep_speed.py --members 1,4,16 --repeats 7 --json benchmarks/sweep_speed_cpu_7rounds.json
+	$(BIN)/python benchmarks/sweep_products.py --repeats 9 --json benchmarks/sweep_products_cpu.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
