@@ -6,9 +6,9 @@ members) and three small batched layer-2 ones (forward, weight gradient, input g
 timed as a ``lax.scan`` of ``reps`` products (dispatch amortized; the scan carry scales one operand
 so XLA cannot hoist the product), alongside the same products for one member and a 1024³ product
 for the cores' peak matmul rate. Every product runs once per round (``--repeats`` rounds, order
-alternating), so the ratios are taken within a round on this noisy machine. The last line compares the K-member
-step's products with K times one member's: the speed-up over K sequential runs that the matmuls alone
-allow, before the optimizer's K-fold state traffic and the elementwise work.
+alternating), so the ratios are taken within a round on this noisy machine. The last line compares
+the K-member step's products with K times one member's: the speed-up over K sequential runs that the
+matmuls alone allow, before the optimizer's K-fold state traffic and the elementwise work.
 
     python benchmarks/sweep_products.py [--members 16] [--hidden 100] [--batch 128] [--json out.json]
 """
@@ -96,7 +96,8 @@ def main():
         "merged": [sum(v) for v in zip(ms[rows[0][0]], ms[rows[2][0]], *(ms[n] for n in layer2))],
         "single": [k * sum(v) for v in zip(*(ms[n] for n in one))],
     }
-    ceiling = {lay: sorted(s1 / sk for s1, sk in zip(per_round["single"], per_round[lay])) for lay in ("vmap", "merged")}
+    ceiling = {lay: sorted(s1 / sk for s1, sk in zip(per_round["single"], per_round[lay]))
+               for lay in ("vmap", "merged")}
     summary = {"k_member_step_ms_vmap_layout": statistics.median(per_round["vmap"]),
                "k_member_step_ms_merged": statistics.median(per_round["merged"]),
                "k_single_steps_ms": statistics.median(per_round["single"]),
@@ -108,8 +109,9 @@ def main():
           f"out, {summary['k_member_step_ms_merged']:.2f} ms merged; K single-member steps' products: "
           f"{summary['k_single_steps_ms']:.2f} ms")
     print(f"speed-up over K sequential runs that the matmuls alone allow (median of per-round ratios): "
-          f"{summary['ceiling_vmap_layout']:.2f}x [{ceiling['vmap'][0]:.2f}, {ceiling['vmap'][-1]:.2f}] as vmap lays "
-          f"them out, {summary['ceiling_merged']:.2f}x [{ceiling['merged'][0]:.2f}, {ceiling['merged'][-1]:.2f}] merged")
+          f"{summary['ceiling_vmap_layout']:.2f}x [{ceiling['vmap'][0]:.2f}, {ceiling['vmap'][-1]:.2f}] "
+          f"as vmap lays them out, {summary['ceiling_merged']:.2f}x "
+          f"[{ceiling['merged'][0]:.2f}, {ceiling['merged'][-1]:.2f}] merged")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"backend": jax.default_backend(), "jax": jax.__version__, "members": k, "hidden": h,
