@@ -39,19 +39,18 @@ def bench(k, tc, x, y, repeats, single):
     ts, masks = sweep.stack(states), sweep.stack(masks)
     hyper = sweep.stack([m.hyper.as_arrays() for m in members])
     steps = x.shape[0] // tc.batch_size
-    idx = data.batch_indices(jax.random.PRNGKey(0), x.shape[0], tc.batch_size)
+    # the shared data order is drawn once per epoch (as run_sweep does), and timed with the epoch,
+    # since each single run draws its own inside its program
+    draw = jax.jit(data.batch_indices, static_argnums=(1, 2))
+    idx = draw(jax.random.PRNGKey(0), x.shape[0], tc.batch_size)
     # the library's sweep program, without buffer donation so the same state can be timed repeatedly
     fn = sweep.make_epoch(wide_tc, shared_order=True, donate=False)
     t = time.perf_counter()
     compiled = fn.lower(ts, hyper, x, y, idx, masks).compile()
     compile_s = time.perf_counter() - t
     n_params = sum(l.size for l in jax.tree_util.tree_leaves(ts.params))  # all K members
-    # the shared data order is drawn once per epoch (as run_sweep does), and timed with the epoch,
-    # since each single run draws its own inside its program
-    draw = jax.jit(data.batch_indices, static_argnums=(1, 2))
-    draw(jax.random.PRNGKey(1), x.shape[0], tc.batch_size)
 
-    def sweep_epoch(key):
+    def sweep_epoch(key):  # interleaved() warms it up, draw included
         return compiled(ts, hyper, x, y, draw(key, x.shape[0], tc.batch_size), masks)
 
     times = interleaved({

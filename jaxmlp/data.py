@@ -475,14 +475,11 @@ def batch_indices(key, num_examples: int, batch_size: int):
     is left out of this epoch. Because the permutation is new each epoch, a different remainder is left
     out each time, so every example is seen in expectation; static shapes keep one compiled step.
     """
-    import jax
-    import jax.numpy as jnp
-
     if batch_size > num_examples:
         raise ValueError(f"batch size {batch_size} is larger than the {num_examples} training examples")
     num_batches = num_examples // batch_size
-    perm = permutation(key, num_examples)
-    return perm[: num_batches * batch_size].reshape(num_batches, batch_size).astype(jnp.int32)
+    perm = permutation(key, num_examples)  # (num_examples,) int32
+    return perm[: num_batches * batch_size].reshape(num_batches, batch_size)
 
 
 def permutation(key, n: int):
