@@ -211,6 +211,20 @@ def with_cosine_horizon(hyper: Hyper, tc: TrainConfig, steps_per_epoch: int) -> 
     return hyper
 
 
+def extend_cosine_horizon(hyper: Hyper, tc: TrainConfig, saved_epochs, steps_per_epoch: int) -> Hyper:
+    """On resume: a cosine horizon that was the saved run's length follows the run's new length.
+
+    A run of E epochs extended to E' (``--epochs E' --resume``) trains its remaining epochs on the
+    schedule of an E'-epoch run: the learning rate at step t is the cosine's value at t / (E' · steps
+    per epoch), so it rises from the decayed end of the E-epoch schedule to where the E'-epoch
+    schedule stands at step t. A horizon the user set explicitly (``total_steps``) is kept.
+    """
+    if tc.schedule == "cosine" and saved_epochs is not None and \
+            float(hyper.total_steps) == float(saved_epochs * steps_per_epoch):
+        return hyper._replace(total_steps=float(tc.epochs * steps_per_epoch))
+    return hyper
+
+
 def fit(ds: data.Dataset, tc: TrainConfig, hyper: Hyper, *, out_dir=None, resume: bool = False,
         progress: bool = True, log=print, data_parallel: bool = False) -> FitResult:
     """Train with early stopping on dev accuracy; write checkpoint/metrics/curves/summary to out_dir.
@@ -257,7 +271,8 @@ def fit(ds: data.Dataset, tc: TrainConfig, hyper: Hyper, *, out_dir=None, resume
         history = meta["history"]
         start_epoch = meta["epoch"] + 1
         best_acc, best_epoch, bad_epochs = meta["best_dev_accuracy"], meta["best_epoch"], meta["bad_epochs"]
-        hyper = Hyper.from_dict(meta["hyper"])
+        hyper = extend_cosine_horizon(Hyper.from_dict(meta["hyper"]), tc, meta["config"].get("epochs"),
+                                      steps_per_epoch)
         hyper_arr = hyper.as_arrays()
 
     x_train, y_train = jax.device_put(ds.x_train), jax.device_put(ds.y_train)
@@ -299,7 +314,8 @@ def fit(ds: data.Dataset, tc: TrainConfig, hyper: Hyper, *, out_dir=None, resume
         row = {"epoch": epoch, "train_loss": float(losses.mean()),
                "train_accuracy": float(np.asarray(metrics["correct"]).sum()) / (len(losses) * tc.batch_size),
                "dev_loss": dev_loss, "dev_accuracy": dev_acc, "seconds": seconds,
-               "learning_rate": float(schedules.learning_rate_at(tc.schedule, ts.step, hyper_arr))}
+               # the rate the epoch's last step trained with
+               "learning_rate": float(schedules.learning_rate_at(tc.schedule, ts.step - 1, hyper_arr))}
         history.append(row)
         if dev_acc > best_acc or math.isnan(dev_acc):
             best_acc, best_epoch, bad_epochs = dev_acc, epoch, 0

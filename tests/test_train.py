@@ -128,6 +128,21 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny, tmp_path):
     assert [r["train_loss"] for r in full.history] == [r["train_loss"] for r in resumed.history]
 
 
+def test_resume_with_more_epochs_extends_the_cosine_horizon(tiny, tmp_path):
+    """A 2-epoch cosine run resumed with epochs=3 trains epoch 3 on the 3-epoch schedule (not at
+    learning rate 0, the decayed end of the 2-epoch one)."""
+    hyper = Hyper(learning_rate=3e-3)
+    short = train.fit(tiny, small_tc(epochs=2, schedule="cosine"), hyper, out_dir=tmp_path / "a",
+                      progress=False, log=lambda s: None)
+    longer = train.fit(tiny, small_tc(epochs=3, schedule="cosine"), hyper, out_dir=tmp_path / "a", resume=True,
+                       progress=False, log=lambda s: None)
+    full = train.fit(tiny, small_tc(epochs=3, schedule="cosine"), hyper, progress=False, log=lambda s: None)
+    steps = tiny.x_train.shape[0] // 50
+    assert longer.summary["hyper"]["total_steps"] == full.summary["hyper"]["total_steps"] == 3 * steps
+    assert longer.history[2]["learning_rate"] == full.history[2]["learning_rate"] > 0
+    assert not leaves_equal(short.state.params, longer.state.params)  # epoch 3 moved the weights
+
+
 def test_resume_refuses_a_different_configuration(tiny, tmp_path):
     train.fit(tiny, small_tc(epochs=1), Hyper(), out_dir=tmp_path, progress=False, log=lambda s: None)
     with pytest.raises(checkpoint.CheckpointError, match="different configuration"):
