@@ -9,10 +9,11 @@ median of ``--repeats``:
     grads/manual    gather + hand-written loss_and_grads + a plain SGD update (keeps the grads live)
     grads/autodiff  the same with jax.grad's gradients
     adam            Adam's update alone, on fixed gradients (optim.adam + apply_updates)
-    step/manual     the real epoch: train.train_epoch with Adam (what `jaxmlp train` runs)
+    step/manual     the real epoch: jm.train_epoch with Adam (what `jaxmlp train` runs)
     step/autodiff   the same with jax.grad's gradients
-    step/manual, dW=xᵀdy   the real epoch with every weight gradient computed as xᵀ dy, i.e. before
-                    ``linear.weight_grad`` chose the (dyᵀ x)ᵀ layout for narrowing layers
+    step/manual, dW=xᵀdy   the real epoch with every weight gradient computed as xᵀ dy
+                    (``MLPConfig(weight_grad_layout="plain")``), i.e. before ``linear.weight_grad``
+                    chose the (dyᵀ x)ᵀ layout for narrowing layers
     step/manual, XLA defaults   the real epoch compiled without ``jaxmlp.compiler.epoch_options()``
                     (every other program here is compiled with them, as the library compiles its own)
     matmul floor    the step's matmuls alone at its shapes (roofline.matmul_floor_program)
@@ -33,26 +34,26 @@ import argparse
 import json
 import re
 import statistics
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-
-
-from jaxmlp import compiler, mlp, optim, train
-from jaxmlp.hyper import Hyper
-from jaxmlp.ops import linear, losses
-from roofline import bandwidth_program, interleaved, matmul_flops_per_step, matmul_floor_program
+from roofline import bandwidth_program, interleaved, matmul_floor_program, matmul_flops_per_step
 from step_speed import load_data
+
+import jaxmlp as jm
+from jaxmlp.ops import losses
+from jaxmlp.step import _epoch
 
 
 def components(sizes, batch, steps, x, y):
     """name -> (compiled fn, args) for every component and floor; all scan over ``steps`` steps."""
-    config = mlp.MLPConfig(sizes=sizes, activation="relu")
-    tc = train.TrainConfig(model=config, optimizer="adam", batch_size=batch)
-    hyper = Hyper(learning_rate=1e-3).as_arrays()
-    ts = train.init_state(jax.random.PRNGKey(0), tc, hyper)
+    config = jm.MLPConfig(sizes=sizes, activation="relu")
+    tc = jm.TrainConfig(model=config, optimizer="adam", batch_size=batch)
+    hyper = jm.Hyper(learning_rate=1e-3).as_arrays()
+    ts = jm.init_state(jax.random.PRNGKey(0), tc, hyper)
     idx = jnp.arange(steps * batch, dtype=jnp.int32).reshape(steps, batch)
     key = jax.random.PRNGKey(1)
 
@@ -63,8 +64,8 @@ def components(sizes, batch, steps, x, y):
 
     def forward(params, x, y, idx):
         def body(acc, rows):
-            logits, _, _ = mlp.forward(params, ts.bn_state, jnp.take(x, rows, axis=0), config=config, hyper=hyper,
-                                       train=True, key=key)
+            logits, _ = jm.forward(params, ts.bn_state, jnp.take(x, rows, axis=0), config=config, hyper=hyper,
+                                   train=True, key=key)
             return acc + losses.cross_entropy_forward(logits, jnp.take(y, rows, axis=0))[0], None
         return jax.lax.scan(body, jnp.float32(0), idx)[0]
 
@@ -78,39 +79,36 @@ def components(sizes, batch, steps, x, y):
     grads = jax.tree_util.tree_map(lambda p: 1e-3 * p, ts.params)
 
     def adam(params, opt_state, grads):
-        opt = optim.get("adam")
+        opt = jm.optim.get("adam")
 
         def body(c, _):
             p, s = c
             u, s = opt.update(grads, s, p, hyper)
-            return (optim.apply_updates(p, u), s), None
+            return (jm.optim.apply_updates(p, u), s), None
         return jax.lax.scan(body, (params, opt_state), None, length=steps)[0]
 
-    def epoch(ts, hyper, x, y, grad_fn):
-        return train.train_epoch(ts, hyper, x, y, tc=tc, idx=idx, grad_fn=grad_fn)
+    def epoch(ts, hyper, x, y, grad_fn, tc=tc):  # the library's epoch on a fixed batch order
+        return _epoch(ts, hyper, x, y, tc, idx, partial(grad_fn, config=tc.model))
 
     table = {
         "gather": (gather, (x, y, idx)),
         "forward": (forward, (ts.params, x, y, idx)),
-        "grads/manual": (partial(grads_sgd, grad_fn=mlp.loss_and_grads), (ts.params, x, y, idx)),
-        "grads/autodiff": (partial(grads_sgd, grad_fn=mlp.autodiff_loss_and_grads), (ts.params, x, y, idx)),
+        "grads/manual": (partial(grads_sgd, grad_fn=jm.loss_and_grads), (ts.params, x, y, idx)),
+        "grads/autodiff": (partial(grads_sgd, grad_fn=jm.autodiff_loss_and_grads), (ts.params, x, y, idx)),
         "adam": (adam, (ts.params, ts.opt_state, grads)),
-        "step/manual": (partial(epoch, grad_fn=mlp.loss_and_grads), (ts, hyper, x, y)),
-        "step/autodiff": (partial(epoch, grad_fn=mlp.autodiff_loss_and_grads), (ts, hyper, x, y)),
+        "step/manual": (partial(epoch, grad_fn=jm.loss_and_grads), (ts, hyper, x, y)),
+        "step/autodiff": (partial(epoch, grad_fn=jm.autodiff_loss_and_grads), (ts, hyper, x, y)),
     }
     n_params = sum(leaf.size for leaf in jax.tree_util.tree_leaves(ts.params))
-    options = compiler.epoch_options()  # what the library compiles its epochs with
+    options = jm.epoch_options()  # what the library compiles its epochs with
     compiled = {n: (jax.jit(f).lower(*a).compile(compiler_options=options), a) for n, (f, a) in table.items()}
-    layout = linear.weight_grad
-    try:  # the same epoch traced with the plain layout, for a before/after in one run
-        linear.weight_grad = lambda x, dy, transpose_narrow=True: x.T @ dy
-        before = jax.jit(partial(epoch, grad_fn=mlp.loss_and_grads)).lower(ts, hyper, x, y).compile(
-            compiler_options=options)
-    finally:
-        linear.weight_grad = layout
-    compiled["step/manual, dW=xᵀdy"] = (before, (ts, hyper, x, y))
+    # the same epoch with every weight gradient as xᵀdy (the plain layout), for a before/after in one run
+    plain_tc = replace(tc, model=replace(config, weight_grad_layout="plain"))
+    plain = partial(epoch, grad_fn=jm.loss_and_grads, tc=plain_tc)
+    compiled["step/manual, dW=xᵀdy"] = (jax.jit(plain).lower(ts, hyper, x, y).compile(compiler_options=options),
+                                        (ts, hyper, x, y))
     # the same epoch with XLA's default options (before jaxmlp.compiler: per-step weight copies)
-    compiled["step/manual, XLA defaults"] = (jax.jit(partial(epoch, grad_fn=mlp.loss_and_grads)).lower(
+    compiled["step/manual, XLA defaults"] = (jax.jit(partial(epoch, grad_fn=jm.loss_and_grads)).lower(
         ts, hyper, x, y).compile(), (ts, hyper, x, y))
     # the floors run in the same rounds as the components (bandwidth_program moves Adam's 28 bytes per
     # parameter per step, so its time per step is the Adam floor)
@@ -127,11 +125,11 @@ def scan_body_summary(hlo: str) -> dict:
             continue
         if head.startswith(("%fused", "fused", "%wrapped", "%ynn")) or "fused_computation" in head.split()[0]:
             continue
-        lines = [l for l in comp.splitlines()[1:] if " = " in l]
-        copies = [l for l in lines if re.search(r"= \S+ copy\(", l)]
+        lines = [line for line in comp.splitlines()[1:] if " = " in line]
+        copies = [line for line in lines if re.search(r"= \S+ copy\(", line)]
         copy_bytes = 0
-        for l in copies:
-            m = re.search(r"= (\w+)\[([\d,]*)\]", l)
+        for line in copies:
+            m = re.search(r"= (\w+)\[([\d,]*)\]", line)
             if m:
                 n = 1
                 for d in filter(None, m.group(2).split(",")):
@@ -139,10 +137,10 @@ def scan_body_summary(hlo: str) -> dict:
                 copy_bytes += n * {"f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f64": 8}.get(m.group(1), 4)
         return {
             "instructions": len(lines),
-            "fusions": sum(" fusion(" in l for l in lines),
+            "fusions": sum(" fusion(" in line for line in lines),
             # XLA:CPU hands most matmuls to YNNPACK as "__ynn_fusion"s (2-D outputs; the 1-D ones
             # are bias-gradient sums) and keeps the rest as plain dots
-            "matmuls": sum(" dot(" in l or ("__ynn_fusion" in l and _rank(l) >= 2) for l in lines),
+            "matmuls": sum(" dot(" in line or ("__ynn_fusion" in line and _rank(line) >= 2) for line in lines),
             "copies": len(copies),
             "copy_bytes": copy_bytes,
         }

@@ -31,17 +31,17 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+from roofline import bandwidth_program, interleaved, matmul_floor_program, matmul_flops_per_step
 
-from jaxmlp import compiler, data, mlp, train
-from jaxmlp.hyper import Hyper
-from roofline import bandwidth_program, interleaved, matmul_flops_per_step, matmul_floor_program
+import jaxmlp as jm
+from jaxmlp.step import _epoch
 
 
 def load_data(n_train: int):
     try:
-        ds = data.load_dataset("fashion-mnist", allow_download=False)
+        ds = jm.data.load_dataset("fashion-mnist", allow_download=False)
         return jnp.asarray(ds.x_train), jnp.asarray(ds.y_train), "fashion-mnist"
-    except data.DatasetError:
+    except jm.DatasetError:
         rng = np.random.default_rng(0)
         x = rng.standard_normal((n_train, 784), dtype=np.float32)
         return jnp.asarray(x), jnp.asarray(rng.integers(0, 10, n_train, dtype=np.int32)), "synthetic"
@@ -56,19 +56,22 @@ def median_ci(values, level=0.95, resamples=2000, seed=0):
 
 
 def bench(sizes, batch, repeats, x, y, matmul_dtype="float32", unroll=1):
-    config = mlp.MLPConfig(sizes=sizes, activation="relu", matmul_dtype=matmul_dtype)
-    tc = train.TrainConfig(model=config, optimizer="adam", batch_size=batch, scan_unroll=unroll)
-    hyper = Hyper(learning_rate=1e-3).as_arrays()
-    ts = train.init_state(jax.random.PRNGKey(0), tc, hyper)
+    config = jm.MLPConfig(sizes=sizes, activation="relu", matmul_dtype=matmul_dtype)
+    tc = jm.TrainConfig(model=config, optimizer="adam", batch_size=batch, scan_unroll=unroll)
+    hyper = jm.Hyper(learning_rate=1e-3).as_arrays()
+    ts = jm.init_state(jax.random.PRNGKey(0), tc, hyper)
     steps = x.shape[0] // batch
-    n_params = sum(l.size for l in jax.tree_util.tree_leaves(ts.params))
+    n_params = sum(leaf.size for leaf in jax.tree_util.tree_leaves(ts.params))
     out = {"sizes": list(sizes), "batch": batch, "steps_per_epoch": steps, "params": n_params,
-           "matmul_dtype": matmul_dtype, "scan_unroll": unroll, "compiler_options": compiler.epoch_options()}
+           "matmul_dtype": matmul_dtype, "scan_unroll": unroll, "compiler_options": jm.epoch_options()}
     compiled = {}
-    for name, grad_fn in (("manual", mlp.loss_and_grads), ("autodiff", mlp.autodiff_loss_and_grads)):
-        fn = jax.jit(partial(train.train_epoch, tc=tc, grad_fn=grad_fn))
+    # the library's epoch (step._epoch with the hand-written gradients is exactly jm.train_epoch) and the
+    # same epoch with jax.grad's gradients
+    for name, grads in (("manual", jm.loss_and_grads), ("autodiff", jm.autodiff_loss_and_grads)):
+        grad_fn = partial(grads, config=config)
+        fn = jax.jit(lambda ts, h, x, y, g=grad_fn: _epoch(ts, h, x, y, tc, None, g))
         t = time.perf_counter()
-        compiled[name] = fn.lower(ts, hyper, x, y).compile(compiler_options=compiler.epoch_options())
+        compiled[name] = fn.lower(ts, hyper, x, y).compile(compiler_options=jm.epoch_options())
         out[f"{name}_compile_s"] = time.perf_counter() - t
         mem = compiled[name].memory_analysis()  # XLA's buffer assignment: arguments + outputs + temporaries
         out[f"{name}_peak_mb"] = (getattr(mem, "peak_memory_in_bytes", 0) or

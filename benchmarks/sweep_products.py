@@ -22,7 +22,6 @@ import statistics
 import jax
 import jax.numpy as jnp
 from jax import lax
-
 from roofline import interleaved
 
 

@@ -20,35 +20,32 @@ import time
 
 import jax
 import jax.numpy as jnp
-
-from jaxmlp import compiler, data, sweep, train
-from jaxmlp.hyper import Hyper
-from jaxmlp.mlp import MLPConfig
 from roofline import bandwidth_program, interleaved, matmul_floor_program
 from step_speed import load_data
+
+import jaxmlp as jm
+from jaxmlp import sweep
 
 
 def bench(k, tc, x, y, repeats, single):
     """K members' epoch, interleaved round by round with the single run ``single`` = (fn, args) and
     the two floor programs, so every ratio is paired."""
-    members = sweep.grid(Hyper(), {"learning_rate": list(jnp.geomspace(1e-4, 1e-2, k).tolist())},
-                         hidden=[tc.model.sizes[1:-1]]) if k > 1 else \
-        sweep.grid(Hyper(), {}, hidden=[tc.model.sizes[1:-1]])
-    wide_tc = sweep.padded_config(tc, members)  # as sweep.run_sweep builds it
-    states, masks = zip(*(sweep.member_state(m, tc, wide_tc) for m in members))
-    ts, masks = sweep.stack(states), sweep.stack(masks)
-    hyper = sweep.stack([m.hyper.as_arrays() for m in members])
+    members = jm.grid(jm.Hyper(), {"learning_rate": list(jnp.geomspace(1e-4, 1e-2, k).tolist())},
+                      hidden=[tc.model.sizes[1:-1]]) if k > 1 else \
+        jm.grid(jm.Hyper(), {}, hidden=[tc.model.sizes[1:-1]])
+    wide_tc = sweep.padded_config(tc, members)  # as run_sweep builds it
+    ts, masks, hyper = sweep.stack_members(members, tc, wide_tc)
     steps = x.shape[0] // tc.batch_size
     # the shared data order is drawn once per epoch (as run_sweep does), and timed with the epoch,
     # since each single run draws its own inside its program
-    draw = jax.jit(data.batch_indices, static_argnums=(1, 2))
+    draw = jax.jit(jm.data.batch_indices, static_argnums=(1, 2))
     idx = draw(jax.random.PRNGKey(0), x.shape[0], tc.batch_size)
     # the library's sweep program, without buffer donation so the same state can be timed repeatedly
     fn = sweep.make_epoch(wide_tc, shared_order=True, donate=False)
     t = time.perf_counter()
     compiled = fn.lower(ts, hyper, x, y, idx, masks).compile()
     compile_s = time.perf_counter() - t
-    n_params = sum(l.size for l in jax.tree_util.tree_leaves(ts.params))  # all K members
+    n_params = sum(leaf.size for leaf in jax.tree_util.tree_leaves(ts.params))  # all K members
 
     def sweep_epoch(key):  # interleaved() warms it up, draw included
         return compiled(ts, hyper, x, y, draw(key, x.shape[0], tc.batch_size), masks)
@@ -81,12 +78,12 @@ def main():
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     x, y, source = load_data(50_000)
-    tc = train.TrainConfig(model=MLPConfig(sizes=(784, args.hidden, 10)), optimizer="adam",
-                           batch_size=args.batch, scan_unroll=args.unroll)
-    hyper = Hyper().as_arrays()
-    ts = train.init_state(jax.random.PRNGKey(0), tc, hyper)
-    single = jax.jit(lambda ts, h: train.train_epoch(ts, h, x, y, tc=tc)).lower(ts, hyper).compile(
-        compiler_options=compiler.epoch_options())
+    tc = jm.TrainConfig(model=jm.MLPConfig(sizes=(784, args.hidden, 10)), optimizer="adam",
+                        batch_size=args.batch, scan_unroll=args.unroll)
+    hyper = jm.Hyper().as_arrays()
+    ts = jm.init_state(jax.random.PRNGKey(0), tc, hyper)
+    single = jax.jit(lambda ts, h: jm.train_epoch(ts, h, x, y, tc=tc)).lower(ts, hyper).compile(
+        compiler_options=jm.epoch_options())
     rows = [bench(int(k), tc, x, y, args.repeats, (single, (ts, hyper))) for k in args.members.split(",")]
     single_s = statistics.median([r["single_epoch_s"] for r in rows])
     print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__}, "

@@ -1,9 +1,7 @@
 """Sigmoid vs tanh vs ReLU: learning curves and final dev accuracy on Fashion-MNIST."""
 
+import jaxmlp as jm
 from experiments import _common as c
-from jaxmlp import train
-from jaxmlp.hyper import Hyper
-from jaxmlp.mlp import MLPConfig
 
 # ---- defaults -----------------------------------------------------------------------------------
 HIDDEN = (256, 256)
@@ -20,9 +18,9 @@ def run(quick: bool, out):
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     rows = []
     for act, init in ACTIVATIONS:
-        tc = train.TrainConfig(model=MLPConfig(sizes=(784, *HIDDEN, 10), activation=act, init=init),
+        tc = jm.TrainConfig(model=jm.MLPConfig(sizes=(784, *HIDDEN, 10), activation=act, init=init),
                                optimizer="adam", epochs=epochs)
-        r = c.fit(ds, tc, Hyper(learning_rate=LEARNING_RATE))
+        r = c.fit(ds, tc, jm.Hyper(learning_rate=LEARNING_RATE))
         ep = [h["epoch"] for h in r.history]
         a.plot(ep, [h["train_loss"] for h in r.history], label=act)
         b.plot(ep, [h["dev_accuracy"] for h in r.history], label=act)

@@ -1,10 +1,8 @@
 """The strongest MLP this library trains (no convolutions, no augmentation), on Fashion-MNIST and on
 the real MNIST digits available here."""
 
+import jaxmlp as jm
 from experiments import _common as c
-from jaxmlp import train
-from jaxmlp.hyper import Hyper
-from jaxmlp.mlp import MLPConfig
 
 # ---- defaults -----------------------------------------------------------------------------------
 # Fashion: the best of the configurations tried (benchmarks/RESULTS.md lists the others).
@@ -16,12 +14,11 @@ QUICK_EPOCHS = 2
 
 
 def train_one(ds, cfg, quick):
-    model = MLPConfig(sizes=(784, *cfg["hidden"], 10), batchnorm=cfg["batchnorm"], dropout=cfg["dropout"] > 0,
-                      input_dropout=cfg["input_dropout"] > 0)
-    tc = train.TrainConfig(model=model, schedule=COMMON["schedule"], ema=True,
+    model = jm.MLPConfig(sizes=(784, *cfg["hidden"], 10), batchnorm=cfg["batchnorm"])
+    tc = jm.TrainConfig(model=model, schedule=COMMON["schedule"],
                            epochs=QUICK_EPOCHS if quick else cfg["epochs"])
-    hyper = Hyper(learning_rate=COMMON["learning_rate"], ema_decay=COMMON["ema_decay"],
-                  dropout_rate=cfg["dropout"], input_dropout_rate=cfg["input_dropout"])
+    hyper = jm.Hyper(learning_rate=COMMON["learning_rate"], ema_decay=COMMON["ema_decay"],
+                  dropout_rate=cfg["dropout"] or None, input_dropout_rate=cfg["input_dropout"] or None)
     return c.fit(ds, tc, hyper), tc
 
 

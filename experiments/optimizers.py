@@ -3,10 +3,8 @@ learning rate found by one vmapped sweep per optimizer."""
 
 import numpy as np
 
+import jaxmlp as jm
 from experiments import _common as c
-from jaxmlp import sweep, train
-from jaxmlp.hyper import Hyper
-from jaxmlp.mlp import MLPConfig
 
 # ---- defaults -----------------------------------------------------------------------------------
 HIDDEN = (256,)
@@ -21,19 +19,19 @@ EMA_DECAY = 0.999
 
 def run(quick: bool, out):
     ds = c.fashion(quick)
-    model = MLPConfig(sizes=(784, *HIDDEN, 10))
+    model = jm.MLPConfig(sizes=(784, *HIDDEN, 10))
     plt = c.plt()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
     rows = []
     for opt in QUICK_OPTIMIZERS if quick else OPTIMIZERS:
-        tc = train.TrainConfig(model=model, optimizer=opt, epochs=QUICK_SWEEP_EPOCHS if quick else SWEEP_EPOCHS)
-        members = sweep.grid(Hyper(), {"learning_rate": LR_GRID}, hidden=[HIDDEN])
-        res = sweep.run_sweep(ds, tc, members, axes=["learning_rate"], log=lambda s: None)
+        tc = jm.TrainConfig(model=model, optimizer=opt, epochs=QUICK_SWEEP_EPOCHS if quick else SWEEP_EPOCHS)
+        members = jm.grid(jm.Hyper(), {"learning_rate": LR_GRID}, hidden=[HIDDEN])
+        res = jm.run_sweep(ds, tc, members, axes=["learning_rate"], log=lambda s: None)
         ok = [r for r in res.rows if not r["diverged"]]
         best_lr = max(ok, key=lambda r: r["dev_accuracy"])["learning_rate"]
         for ax, ema in zip(axes, (False, True)):
-            tc = train.TrainConfig(model=model, optimizer=opt, ema=ema, epochs=QUICK_EPOCHS if quick else EPOCHS)
-            r = c.fit(ds, tc, Hyper(learning_rate=best_lr, ema_decay=EMA_DECAY))
+            tc = jm.TrainConfig(model=model, optimizer=opt, epochs=QUICK_EPOCHS if quick else EPOCHS)
+            r = c.fit(ds, tc, jm.Hyper(learning_rate=best_lr, ema_decay=EMA_DECAY if ema else None))
             ax.plot([h["epoch"] for h in r.history], [h["dev_accuracy"] for h in r.history],
                     label=f"{opt} (lr {best_lr:.2g})")
             rows.append([opt, f"{best_lr:.3g}", "on" if ema else "off", c.pct(r.summary["dev_accuracy"]),

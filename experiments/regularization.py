@@ -1,9 +1,7 @@
 """None, L2, dropout, batch norm and their combinations: what each does to the train/dev gap."""
 
+import jaxmlp as jm
 from experiments import _common as c
-from jaxmlp import train
-from jaxmlp.hyper import Hyper
-from jaxmlp.mlp import MLPConfig
 
 # ---- defaults -----------------------------------------------------------------------------------
 HIDDEN = (512, 512)
@@ -21,12 +19,13 @@ def run(quick: bool, out):
     epochs = QUICK_EPOCHS if quick else EPOCHS
     rows, gaps = [], []
     for name, v in VARIANTS[::3] if quick else VARIANTS:  # quick: none, batch norm, all three
-        model = MLPConfig(sizes=(784, *HIDDEN, 10), dropout=bool(v.get("dropout")), batchnorm=bool(v.get("bn")))
-        hyper = Hyper(learning_rate=1e-3, l2=L2 if v.get("l2") else 0.0, dropout_rate=DROPOUT if v.get("dropout") else 0.0)
-        r = c.fit(ds, train.TrainConfig(model=model, epochs=epochs), hyper)
+        model = jm.MLPConfig(sizes=(784, *HIDDEN, 10), batchnorm=bool(v.get("bn")))
+        hyper = jm.Hyper(learning_rate=1e-3, l2=L2 if v.get("l2") else 0.0,
+                         dropout_rate=DROPOUT if v.get("dropout") else None)
+        r = c.fit(ds, jm.TrainConfig(model=model, epochs=epochs), hyper)
         # train accuracy in evaluation mode on as many training examples as the dev set has
         n = ds.x_dev.shape[0]
-        train_acc, _ = train.evaluate(r.best_params, r.best_bn_state, ds.x_train[:n], ds.y_train[:n], config=model)
+        train_acc, _ = jm.evaluate(r.best_params, r.best_bn_state, ds.x_train[:n], ds.y_train[:n], config=model)
         dev_acc = r.summary["dev_accuracy"]
         rows.append([name, c.pct(train_acc), c.pct(dev_acc), f"{100 * (train_acc - dev_acc):.2f}",
                      c.pct(r.summary["test_accuracy"]), r.summary["best_epoch"]])

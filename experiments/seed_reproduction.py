@@ -1,7 +1,7 @@
 """The seed notebook's setup, its blow-up, and each fix alone and together.
 
 784 → 100 → 10 ReLU, randn·0.01 init, raw 0–255 pixels, full-batch gradient descent at learning rate
-0.01, naive softmax, biases left out of the forward pass (``jaxmlp.seed``), on the real MNIST digits
+0.01, naive softmax, biases left out of the forward pass (``experiments/seed_model.py``), on the real MNIST digits
 available here (t10k split 8000 train / 2000 test). Run in float32 (JAX's default) and float64 (the
 seed's NumPy default).
 """
@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import _common as c
-from jaxmlp import seed
+from experiments import seed_model as seed
 
 # ---- defaults -----------------------------------------------------------------------------------
 STEPS = 300  # parameter updates for every variant

@@ -2,10 +2,8 @@
 
 import shutil
 
+import jaxmlp as jm
 from experiments import _common as c
-from jaxmlp import sweep, train
-from jaxmlp.hyper import Hyper
-from jaxmlp.mlp import MLPConfig
 
 # ---- defaults -----------------------------------------------------------------------------------
 HIDDEN = (100,)
@@ -18,11 +16,11 @@ EPOCHS, QUICK_EPOCHS = 5, 1
 
 def run(quick: bool, out):
     ds = c.fashion(quick)
-    axes = {"learning_rate": sweep.parse_axis(LEARNING_RATES), "l2": sweep.parse_axis(L2S)}
-    members = sweep.grid(Hyper(), axes, seeds=SEEDS, hidden=[HIDDEN])
-    tc = train.TrainConfig(model=MLPConfig(sizes=(784, *HIDDEN, 10)), epochs=QUICK_EPOCHS if quick else EPOCHS)
+    axes = {"learning_rate": jm.parse_axis(LEARNING_RATES), "l2": jm.parse_axis(L2S)}
+    members = jm.grid(jm.Hyper(), axes, seeds=SEEDS, hidden=[HIDDEN])
+    tc = jm.TrainConfig(model=jm.MLPConfig(sizes=(784, *HIDDEN, 10)), epochs=QUICK_EPOCHS if quick else EPOCHS)
     work = out / "sweep_lr_l2_run"
-    res = sweep.run_sweep(ds, tc, members, axes=list(axes), out_dir=work, log=lambda s: None)
+    res = jm.run_sweep(ds, tc, members, axes=list(axes), out_dir=work, log=lambda s: None)
     shutil.copy(work / "heatmap.png", out / "sweep_lr_l2.png")
     shutil.rmtree(work)
     s, b = res.summary, res.summary["best"]

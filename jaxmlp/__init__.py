@@ -1,0 +1,73 @@
+"""jaxmlp: multilayer perceptrons in JAX with hand-derived backward passes, proven against jax.grad.
+
+Everything a script needs is here (``import jaxmlp as jm``) and listed in ``__all__``::
+
+    ds = jm.load_dataset("fashion-mnist")
+    config = jm.MLPConfig(sizes=(784, 512, 512, 10))
+    hyper = jm.Hyper(learning_rate=1e-3, dropout_rate=0.3, ema_decay=0.999)
+    params, state = jm.init(key, config)
+    logits, state = jm.forward(params, state, x, config=config)
+    cost, grads, state, aux = jm.loss_and_grads(params, state, (x, y), hyper.as_arrays(), key, config=config)
+    tc = jm.TrainConfig(model=config, optimizer="adam", epochs=10)
+    result = jm.fit(ds, tc, hyper, out_dir="runs/x")
+
+Layers, top to bottom (each module states its contract at its top; arrows only point down):
+``cli`` → ``run`` (fit), ``sweep``, ``parallel`` → ``report`` (files, plots, progress) → ``step`` (pure
+step / epoch / evaluate) → ``optim``, ``schedules``, ``mlp`` → ``ops``, ``hyper``; beside them ``data``
+(``idx``, ``sources``, ``prepare``, ``batching``), ``checkpoint``, ``compiler``, ``gradcheck``.
+Names beginning with ``_`` are internal.
+"""
+
+from jaxmlp import data, ops, optim, schedules
+from jaxmlp._version import __version__
+from jaxmlp.checkpoint import CheckpointError
+from jaxmlp.checkpoint import load as load_checkpoint
+from jaxmlp.checkpoint import restore as restore_checkpoint
+from jaxmlp.checkpoint import save as save_checkpoint
+from jaxmlp.compiler import epoch_options
+from jaxmlp.data import Dataset, DatasetError, load_dataset, one_hot
+from jaxmlp.gradcheck import GradReport, check_gradients
+from jaxmlp.hyper import Hyper, validate
+from jaxmlp.mlp import (
+    MLPConfig,
+    autodiff_loss_and_grads,
+    backward,
+    cost,
+    forward,
+    forward_with_caches,
+    init,
+    loss_and_grads,
+    predict,
+)
+from jaxmlp.run import FitResult, TrainingDiverged, fit, load_model
+from jaxmlp.step import (
+    TrainConfig,
+    TrainState,
+    epoch_program,
+    eval_params,
+    evaluate,
+    init_state,
+    train_epoch,
+    train_step,
+)
+from jaxmlp.sweep import Member, SweepResult, grid, parse_axis, random_sample, run_sweep
+
+__all__ = [
+    # model
+    "MLPConfig", "Hyper", "validate", "init", "forward", "forward_with_caches", "backward",
+    "loss_and_grads", "predict",
+    # the referee (jax.grad) for gradient-equivalence tests
+    "cost", "autodiff_loss_and_grads", "check_gradients", "GradReport",
+    # training
+    "TrainConfig", "TrainState", "init_state", "train_step", "train_epoch", "epoch_program", "eval_params",
+    "evaluate", "epoch_options", "optim", "schedules",
+    # runs and checkpoints
+    "fit", "FitResult", "TrainingDiverged", "load_model", "save_checkpoint", "load_checkpoint",
+    "restore_checkpoint", "CheckpointError",
+    # sweeps
+    "Member", "grid", "random_sample", "parse_axis", "run_sweep", "SweepResult",
+    # data
+    "data", "load_dataset", "Dataset", "DatasetError", "one_hot",
+    # building blocks
+    "ops", "__version__",
+]

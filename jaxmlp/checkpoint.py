@@ -8,23 +8,28 @@ Contract::
 
 Pytrees are flattened with their key paths ("train/params/0/W"); ``restore`` refills a template
 (built from the saved config) and refuses any missing array or shape/dtype mismatch, so a file from
-another architecture is a clear error, not silent garbage. ``save`` writes a temp file in the same
-folder, fsyncs it, then ``os.replace``s it over the target: a crash leaves the old file or the new
-one, never half of either. Files from a newer ``FORMAT_VERSION`` are refused.
+another architecture is a clear error, not silent garbage. ``save`` writes through
+``report.atomic_write`` (temp file in the same folder, fsync, ``os.replace``): a crash leaves the old
+file or the new one, never half of either. Files from a newer ``FORMAT_VERSION`` are refused.
+
+Format versions: 1 was written by jaxmlp 0.1.0; 2 (jaxmlp 0.2.0) records ``jaxmlp_version`` and
+stores dropout and EMA only as ``Hyper`` numbers (``None``: absent). Reading a version-1 file's
+metadata into today's configuration is ``jaxmlp.run``'s job (``load_model`` and resume).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import jax
 import numpy as np
 
-FORMAT_VERSION = 1
+from jaxmlp._version import __version__
+from jaxmlp.report import atomic_write
+
+FORMAT_VERSION = 2
 _META = "__meta__"
 
 
@@ -49,19 +54,10 @@ def save(path, trees: dict, meta: dict) -> None:
     arrays = {}
     for prefix, tree in trees.items():
         arrays.update(flatten(prefix, tree))
-    meta = {"format_version": FORMAT_VERSION, **meta}
+    meta = {"format_version": FORMAT_VERSION, "jaxmlp_version": __version__, **meta}
     arrays[_META] = np.array(json.dumps(meta))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def load(path):

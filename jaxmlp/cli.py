@@ -1,7 +1,8 @@
-"""The ``jaxmlp`` command: ``train``, ``evaluate``, ``gradcheck``.
+"""The jaxmlp command: train, evaluate, sweep, gradcheck.
 
 Every expected failure (bad option, bad data, bad checkpoint, divergence) prints one line
-``jaxmlp: error: …`` on stderr and exits non-zero, without a traceback.
+``jaxmlp: error: …`` on stderr and exits non-zero, without a traceback. The commands call the public
+API (``import jaxmlp as jm``) and nothing else.
 """
 
 from __future__ import annotations
@@ -26,18 +27,19 @@ def _hidden(text: str) -> tuple:
     try:
         sizes = tuple(int(p) for p in parts)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--hidden takes comma-separated widths like 512,512, not {text!r}")
+        raise argparse.ArgumentTypeError(f"--hidden takes comma-separated widths like 512,512, not {text!r}") from None
     if any(s <= 0 for s in sizes):
         raise argparse.ArgumentTypeError(f"hidden widths must be ≥ 1, got {text!r}")
     return sizes
 
 
-def _network_options(p: argparse.ArgumentParser) -> None:
+def _network_options(p: argparse.ArgumentParser, dropout: float = 0.0) -> None:
     g = p.add_argument_group("network")
     g.add_argument("--hidden", type=_hidden, default=(512, 512),
                    help="hidden widths, comma-separated (default 512,512; none for softmax regression)")
     g.add_argument("--activation", default="relu", help="relu | tanh | sigmoid (default relu)")
-    g.add_argument("--dropout", type=float, default=0.0, help="dropout rate = P(drop) (default 0)")
+    g.add_argument("--dropout", type=float, default=dropout,
+                   help="dropout rate = P(drop) after each hidden layer; 0: none (default %(default)g)")
     g.add_argument("--input-dropout", type=float, default=0.0, help="dropout rate on the input pixels (0)")
     g.add_argument("--batchnorm", action="store_true", help="batch normalization before activations")
     g.add_argument("--bn-momentum", type=float, default=0.9, help="running-average momentum (0.9)")
@@ -56,25 +58,29 @@ def _speed_options(g) -> None:
 
 
 def _model_config(args, d_in: int, d_out: int):
-    from jaxmlp.mlp import MLPConfig
+    import jaxmlp as jm
 
-    return MLPConfig(sizes=(d_in, *args.hidden, d_out), activation=args.activation,
-                     batchnorm=args.batchnorm, dropout=args.dropout > 0, init=args.init,
-                     input_dropout=args.input_dropout > 0,
-                     matmul_dtype=getattr(args, "matmul_dtype", "float32"))
+    return jm.MLPConfig(sizes=(d_in, *args.hidden, d_out), activation=args.activation,
+                        batchnorm=args.batchnorm, init=args.init,
+                        matmul_dtype=getattr(args, "matmul_dtype", "float32"))
+
+
+def _off_if_zero(v):
+    """A rate of 0 given on the command line means the op is absent (Hyper's None), not computed at 0."""
+    return None if v is None or v == 0 else v
 
 
 def _hyper(args):
-    from jaxmlp.hyper import Hyper, validate
+    import jaxmlp as jm
 
-    h = Hyper(dropout_rate=args.dropout, input_dropout_rate=args.input_dropout, l2=args.l2,
-              bn_momentum=args.bn_momentum,
-              init_scale=args.init_scale,
-              **{k: getattr(args, k) for k in (
-                  "learning_rate", "momentum", "b1", "b2", "eps", "rho", "weight_decay", "ema_decay",
-                  "decay_rate", "decay_steps", "warmup_steps", "final_lr_fraction")
-                 if getattr(args, k, None) is not None})
-    validate(h)
+    h = jm.Hyper(dropout_rate=_off_if_zero(args.dropout), input_dropout_rate=_off_if_zero(args.input_dropout),
+                 ema_decay=_off_if_zero(getattr(args, "ema", None)), l2=args.l2, bn_momentum=args.bn_momentum,
+                 init_scale=args.init_scale,
+                 **{k: getattr(args, k) for k in (
+                     "learning_rate", "momentum", "b1", "b2", "eps", "rho", "weight_decay",
+                     "decay_rate", "decay_steps", "warmup_steps", "final_lr_fraction")
+                    if getattr(args, k, None) is not None})
+    jm.validate(h)
     return h
 
 
@@ -87,25 +93,28 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
     d.add_argument("--data-dir", default=None, help="folder with the four IDX files")
     d.add_argument("--dev-size", type=int, default=10_000, help="examples held out of train (10000)")
-    _network_options(t)
+    _network_options(t, dropout=0.3)
     o = t.add_argument_group("optimization")
-    o.add_argument("--optimizer", default="adam", help="sgd | momentum | nesterov | rmsprop | adam | adamw")
-    o.add_argument("--learning-rate", type=float, default=1e-3)
+    o.add_argument("--optimizer", default="adam",
+                   help="sgd | momentum | nesterov | rmsprop | adam | adamw (default %(default)s)")
+    o.add_argument("--learning-rate", type=float, default=1e-3, help="(default %(default)g)")
     o.add_argument("--momentum", type=float, default=None, help="μ for momentum/nesterov (0.9)")
     o.add_argument("--b1", type=float, default=None, help="Adam β₁ (0.9)")
     o.add_argument("--b2", type=float, default=None, help="Adam β₂ (0.999)")
     o.add_argument("--eps", type=float, default=None, help="Adam/RMSprop ε (1e-8)")
     o.add_argument("--rho", type=float, default=None, help="RMSprop decay (0.9)")
     o.add_argument("--weight-decay", type=float, default=None, help="AdamW decoupled decay (0)")
-    o.add_argument("--schedule", default="constant", help="constant | exponential | step | cosine")
+    o.add_argument("--schedule", default="cosine",
+                   help="constant | exponential | step | cosine (default %(default)s)")
     o.add_argument("--decay-rate", type=float, default=None, help="exponential/step factor (0.5)")
     o.add_argument("--decay-steps", type=float, default=None, help="exponential/step period (1000)")
     o.add_argument("--warmup-steps", type=float, default=None, help="linear warmup steps (0)")
     o.add_argument("--final-lr-fraction", type=float, default=None, help="cosine floor (0)")
-    o.add_argument("--ema", type=float, default=None, metavar="DECAY",
-                   help="evaluate with an EMA of the parameters with this decay, e.g. 0.999")
-    o.add_argument("--batch-size", type=int, default=128)
-    o.add_argument("--epochs", type=int, default=20)
+    o.add_argument("--ema", type=float, default=0.999, metavar="DECAY",
+                   help="evaluate with an exponential moving average of the parameters with this decay; "
+                        "0: none (default %(default)g)")
+    o.add_argument("--batch-size", type=int, default=128, help="(default %(default)d)")
+    o.add_argument("--epochs", type=int, default=30, help="(default %(default)d)")
     o.add_argument("--patience", type=int, default=0, help="early-stopping patience in epochs (0: off)")
     _speed_options(o)
     r = t.add_argument_group("output")
@@ -143,7 +152,6 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--init", default="he")
     w.add_argument("--optimizer", default="adam")
     w.add_argument("--schedule", default="constant")
-    w.add_argument("--use-ema", action="store_true", help="evaluate members with their parameter EMA")
     w.add_argument("--batch-size", type=int, default=128)
     _speed_options(w)
     w.add_argument("--epochs", type=int, default=5)
@@ -162,24 +170,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
-    from jaxmlp import data, train
+    import jaxmlp as jm
 
     hyper = _hyper(args)
-    if args.ema is not None:
-        hyper = hyper._replace(ema_decay=args.ema)
-    from jaxmlp.hyper import validate
-
-    validate(hyper)
-    ds = data.load_dataset(args.dataset, args.data_dir, dev_size=args.dev_size, seed=args.seed)
-    tc = train.TrainConfig(model=_model_config(args, ds.x_train.shape[1], ds.num_classes),
-                           optimizer=args.optimizer, schedule=args.schedule, ema=args.ema is not None,
-                           batch_size=args.batch_size, epochs=args.epochs, patience=args.patience,
-                           seed=args.seed, scan_unroll=args.scan_unroll)
+    ds = jm.load_dataset(args.dataset, args.data_dir, dev_size=args.dev_size, seed=args.seed)
+    tc = jm.TrainConfig(model=_model_config(args, ds.x_train.shape[1], ds.num_classes),
+                        optimizer=args.optimizer, schedule=args.schedule, batch_size=args.batch_size,
+                        epochs=args.epochs, patience=args.patience, seed=args.seed,
+                        scan_unroll=args.scan_unroll)
     print(f"{ds.name}: {ds.x_train.shape[0]} train / {ds.x_dev.shape[0]} dev / {ds.x_test.shape[0]} test; "
           f"network {'-'.join(map(str, tc.model.sizes))} {tc.model.activation}, {tc.optimizer} "
           f"lr {args.learning_rate:g}, batch {tc.batch_size}, {tc.epochs} epochs → {args.out}")
-    result = train.fit(ds, tc, hyper, out_dir=args.out, resume=args.resume, progress=not args.no_progress,
-                       data_parallel=args.data_parallel)
+    result = jm.fit(ds, tc, hyper, out_dir=args.out, resume=args.resume, progress=not args.no_progress,
+                    data_parallel=args.data_parallel)
     s = result.summary
     print(f"{s['examples_per_second']:.0f} training examples/s (compile {s['compile_seconds']:.1f}s excluded); "
           f"wrote {args.out}/summary.json")
@@ -187,65 +190,65 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from jaxmlp import data, train
+    import jaxmlp as jm
 
-    tc, params, bn_state, norm, meta = train.load_model(args.checkpoint)
+    tc, _, params, bn_state, norm, meta = jm.load_model(args.checkpoint)
     name = args.dataset or meta.get("dataset", "fashion-mnist")
-    files = data.find_files(name, args.data_dir)
+    files = jm.data.find_files(name, args.data_dir)
     if args.split == "test":
-        images, labels = data.read_pair(files["test_images"], files["test_labels"])
+        images, labels = jm.data.read_pair(files["test_images"], files["test_labels"])
     else:
-        images, labels = data.read_pair(files["train_images"], files["train_labels"])
+        images, labels = jm.data.read_pair(files["train_images"], files["train_labels"])
         dev_size = int(meta.get("dev_size", 10_000))
-        xtr, ytr, xdev, ydev = data.split_train_dev(images, labels, dev_size, tc.seed)
+        xtr, ytr, xdev, ydev = jm.data.split_train_dev(images, labels, dev_size, tc.seed)
         images, labels = (xdev, ydev) if args.split == "dev" else (xtr, ytr)
     x = norm(images)
     if x.shape[1] != tc.model.sizes[0]:
         raise ValueError(f"{args.checkpoint} expects {tc.model.sizes[0]} features, data has {x.shape[1]}")
-    acc, loss = train.evaluate(params, bn_state, x, labels, config=tc.model)
+    acc, loss = jm.evaluate(params, bn_state, x, labels, config=tc.model)
     print(f"{name} {args.split}: accuracy {acc:.4f}  loss {loss:.4f}  ({len(labels)} examples)")
     return 0
 
 
-SWEEP_AXES = {"learning_rate": "1e-3", "l2": "0", "dropout": "0", "input_dropout": None, "momentum": None,
-              "b1": None, "b2": None, "eps": None, "rho": None, "weight_decay": None, "ema_decay": None,
+# option name -> default; each a Hyper field (``SWEEP_FIELDS`` where the names differ)
+SWEEP_AXES = {"learning_rate": "1e-3", "l2": "0", "dropout": None, "input_dropout": None, "ema": None,
+              "momentum": None, "b1": None, "b2": None, "eps": None, "rho": None, "weight_decay": None,
               "bn_momentum": None, "init_scale": None}
+SWEEP_FIELDS = {"dropout": "dropout_rate", "input_dropout": "input_dropout_rate", "ema": "ema_decay"}
 
 
 def cmd_sweep(args) -> int:
-    from jaxmlp import data, sweep, train
-    from jaxmlp.hyper import Hyper
-    from jaxmlp.mlp import MLPConfig
+    import jaxmlp as jm
 
     axes = {}
     for name in SWEEP_AXES:
         text = getattr(args, name)
         if text is not None:
-            axes[{"dropout": "dropout_rate", "input_dropout": "input_dropout_rate"}.get(name, name)] = \
-                sweep.parse_axis(text)
+            axes[SWEEP_FIELDS.get(name, name)] = jm.parse_axis(text)
     try:
         hidden = [_hidden(h) for h in args.hidden.split("/")]
     except argparse.ArgumentTypeError as e:
         raise ValueError(str(e)) from None
     swept = [n for n, v in axes.items() if len(v) > 1]
-    base = Hyper()._replace(**{n: v[0] for n, v in axes.items() if len(v) == 1})
+    fixed = {n: v[0] for n, v in axes.items() if len(v) == 1}
+    fixed.update({n: _off_if_zero(fixed[n]) for n in SWEEP_FIELDS.values() if n in fixed})
+    base = jm.Hyper()._replace(**fixed)
     if args.random:
         log_axes = [n for n in swept if min(axes[n]) > 0 and max(axes[n]) / min(axes[n]) >= 10]
-        members = sweep.random_sample(base, {n: axes[n] for n in swept}, args.random, seeds=args.seeds,
-                                      hidden=hidden, seed=args.seed, log_axes=log_axes)
+        members = jm.random_sample(base, {n: axes[n] for n in swept}, args.random, seeds=args.seeds,
+                                   hidden=hidden, seed=args.seed, log_axes=log_axes)
     else:
-        members = sweep.grid(base, {n: axes[n] for n in swept}, seeds=args.seeds, hidden=hidden)
-    ds = data.load_dataset(args.dataset, args.data_dir, dev_size=args.dev_size, seed=args.seed)
-    model = MLPConfig(sizes=(ds.x_train.shape[1], *hidden[0], ds.num_classes), activation=args.activation,
-                      batchnorm=args.batchnorm, init=args.init, matmul_dtype=args.matmul_dtype)
-    tc = train.TrainConfig(model=model, optimizer=args.optimizer, schedule=args.schedule, ema=args.use_ema,
-                           batch_size=args.batch_size, epochs=args.epochs, seed=args.seed,
-                           scan_unroll=args.scan_unroll)
+        members = jm.grid(base, {n: axes[n] for n in swept}, seeds=args.seeds, hidden=hidden)
+    ds = jm.load_dataset(args.dataset, args.data_dir, dev_size=args.dev_size, seed=args.seed)
+    model = jm.MLPConfig(sizes=(ds.x_train.shape[1], *hidden[0], ds.num_classes), activation=args.activation,
+                         batchnorm=args.batchnorm, init=args.init, matmul_dtype=args.matmul_dtype)
+    tc = jm.TrainConfig(model=model, optimizer=args.optimizer, schedule=args.schedule,
+                        batch_size=args.batch_size, epochs=args.epochs, seed=args.seed,
+                        scan_unroll=args.scan_unroll)
     print(f"{ds.name}: {len(members)} members ({', '.join(swept) or 'no axes'}"
           f"{', hidden' if len(hidden) > 1 else ''} × {args.seeds} seeds), {tc.epochs} epochs → {args.out}")
-    res = sweep.run_sweep(ds, tc, members, chunk_size=args.chunk_size,
-                          shared_order=not args.per_member_shuffle, data_seed=args.seed, axes=swept,
-                          out_dir=args.out)
+    res = jm.run_sweep(ds, tc, members, chunk_size=args.chunk_size, shared_order=not args.per_member_shuffle,
+                       data_seed=args.seed, axes=swept, out_dir=args.out)
     s, b = res.summary, res.summary["best"]
     if b is not None:
         print(f"best member {b['member']}: dev {b['dev_accuracy']:.4f}, test {b['test_accuracy']:.4f} "
@@ -260,11 +263,12 @@ def cmd_gradcheck(args) -> int:
 
     if not args.float32:
         jax.config.update("jax_enable_x64", True)
-    from jaxmlp.gradcheck import FD_TOL, check_gradients
+    import jaxmlp as jm
+    from jaxmlp.gradcheck import FD_TOL
 
     config = _model_config(args, args.input_dim, args.classes)
     hyper = _hyper(argparse.Namespace(**{**vars(args), "learning_rate": 1.0}))
-    report = check_gradients(config, hyper, key=jax.random.PRNGKey(args.seed), batch_size=args.batch_size,
+    report = jm.check_gradients(config, hyper, key=jax.random.PRNGKey(args.seed), batch_size=args.batch_size,
                              fd_samples=None if args.float32 else args.fd_samples)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -287,9 +291,7 @@ def cmd_gradcheck(args) -> int:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from jaxmlp.checkpoint import CheckpointError
-    from jaxmlp.data import DatasetError
-    from jaxmlp.train import TrainingDiverged
+    from jaxmlp import CheckpointError, DatasetError, TrainingDiverged
 
     try:
         commands = {"train": cmd_train, "evaluate": cmd_evaluate, "gradcheck": cmd_gradcheck,

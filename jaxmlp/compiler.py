@@ -9,14 +9,14 @@ empty unless the default backend is the CPU and this jaxlib knows every option (
 compiling a one-line program), so a jaxlib that drops an option runs with XLA's defaults instead of
 failing.
 
-Why (measured in benchmarks/RESULTS.md, "Where the step's time goes"): a training step updates each
-weight matrix in place inside the epoch's ``lax.scan``. XLA:CPU's default copy-removal analysis
-cannot prove that every reader of the old weights (the forward product, the input-gradient product,
-the L2 penalty) runs before the in-place update, so it keeps a copy of each weight matrix at the top
-of every iteration (2.7 MB per step for 784-512-512-10). Its region-based live-range analysis
+Why: a training step updates each weight matrix in place inside the epoch's ``lax.scan``. XLA:CPU's
+default copy-removal analysis cannot prove that every reader of the old weights (the forward product,
+the input-gradient product, the L2 penalty) runs before the in-place update, so it keeps a copy of
+each weight matrix at the top of every iteration. Its region-based live-range analysis
 (``xla_cpu_copy_insertion_use_region_analysis``) proves the copies unnecessary and drops them. The
 options change where buffers live, not the arithmetic: the same parameters come out, bit for bit
-(tests/test_compiler.py).
+(tests/test_compiler.py). What the copies cost is measured in benchmarks/RESULTS.md ("Where the
+step's time goes").
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ def check_gradients(config: mlp.MLPConfig, hyper, *, key, batch=None, batch_size
         x = jax.random.normal(xkey, (batch_size, config.sizes[0]), dtype)
         y = jax.random.randint(ykey, (batch_size,), 0, config.sizes[-1])
         batch = (x, y)
-    hyper = type(hyper)(*(jnp.asarray(v, dtype) for v in hyper))
+    hyper = type(hyper)(*(None if v is None else jnp.asarray(v, dtype) for v in hyper))
     manual, auto = jax.jit(manual_and_autodiff, static_argnames="config")(
         params, state, batch, hyper, dkey, config=config)
     names = array_names(params)

@@ -2,9 +2,13 @@
 
 Contract::
 
-    config = MLPConfig(sizes=(784, 512, 512, 10), activation="relu", batchnorm=False, dropout=False)
+    config = MLPConfig(sizes=(784, 512, 512, 10), activation="relu", batchnorm=False)
     params, state = init(key, config)
-    logits, state, caches = forward(params, state, x, config=config, hyper=hyper, train=True, key=k)
+    logits, state = forward(params, state, x, config=config)                      # evaluation mode
+    logits, state = forward(params, state, x, config=config, hyper=hyper, train=True, key=k)
+    logits, state, caches = forward_with_caches(params, state, x, config=config, hyper=hyper,
+                                                train=True, key=k)
+    grads = backward(params, caches, dlogits, config=config)
     cost, grads, state, aux = loss_and_grads(params, state, (x, y), hyper, k, config=config)
 
 The input may pass through [input dropout]; each hidden layer is
@@ -12,13 +16,18 @@ linear → [batch norm] → activation → [dropout]; the output layer is linear
 cost is cross-entropy from logits plus the L2 penalty (see ``ops.losses``). With batch norm a hidden
 linear layer has no bias: β plays its role (a bias before BN has zero gradient).
 ``config.matmul_dtype="bfloat16"`` runs every matmul on bfloat16 operands with float32 accumulation,
-parameters and loss (mixed precision; see ``ops.linear``). ``config`` holds the structure (static:
-shapes and which ops exist); ``hyper`` holds the numbers that may vary in a sweep
-(``hyper.Hyper``: ``dropout_rate``, ``l2``, ``bn_momentum``), as arrays.
+parameters and loss (mixed precision; see ``ops.linear``). ``config`` holds the shapes and which
+layers exist (static); ``hyper`` (``jaxmlp.hyper.Hyper``) holds the numbers that may vary in a sweep
+(``l2``, ``bn_momentum``, and the dropout rates, whose ``None`` means no dropout layer), as arrays.
 
 ``params`` is a tuple with one dict per layer ({"W", "b"} or {"W", "gamma", "beta"});
 ``state`` is a tuple with one dict per hidden layer ({"mean", "var"} with batch norm, else {}).
-``jax.grad`` is never used here; ``cost`` exists so that tests and ``gradcheck`` can ask it to referee.
+``jax.grad`` is never used here except by the referee's functions, ``cost`` and
+``autodiff_loss_and_grads``, which tests, ``gradcheck`` and benchmarks use to check and time it.
+
+Width sweeps (``jaxmlp.sweep``) pad narrow members to the widest layer and multiply each hidden
+activation by a 0/1 width mask; the private ``_forward`` / ``_backward`` / ``_loss_and_grads`` take
+those masks, the public functions are the same with none.
 """
 
 from __future__ import annotations
@@ -31,7 +40,6 @@ import jax.numpy as jnp
 from jaxmlp.hyper import Hyper
 from jaxmlp.ops import activations, batchnorm, dropout, linear, losses
 
-
 MATMUL_DTYPES = ("float32", "bfloat16")
 WEIGHT_GRAD_LAYOUTS = ("auto", "plain")
 
@@ -41,9 +49,7 @@ class MLPConfig:
     sizes: tuple = (784, 512, 512, 10)  # (d_in, hidden..., d_out)
     activation: str = "relu"
     batchnorm: bool = False
-    dropout: bool = False  # dropout layers present; their rate is hyper.dropout_rate
     init: str = "he"
-    input_dropout: bool = False  # dropout on the input pixels; rate hyper.input_dropout_rate
     matmul_dtype: str = "float32"  # "bfloat16": mixed precision, bf16 matmul operands (ops.linear)
     # "auto": narrowing layers compute dW as (dyᵀx)ᵀ, faster for one model on XLA:CPU; "plain":
     # always xᵀdy, what vmapped sweeps use (ops.linear.weight_grad). Same values either way.
@@ -72,13 +78,13 @@ class MLPConfig:
 
     def to_dict(self) -> dict:
         return {"sizes": list(self.sizes), "activation": self.activation, "batchnorm": self.batchnorm,
-                "dropout": self.dropout, "init": self.init, "input_dropout": self.input_dropout,
-                "matmul_dtype": self.matmul_dtype, "weight_grad_layout": self.weight_grad_layout}
+                "init": self.init, "matmul_dtype": self.matmul_dtype,
+                "weight_grad_layout": self.weight_grad_layout}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "MLPConfig":
-        return cls(**{k: d[k] for k in ("sizes", "activation", "batchnorm", "dropout", "init",
-                                        "input_dropout", "matmul_dtype", "weight_grad_layout") if k in d})
+    def from_dict(cls, d: dict) -> MLPConfig:
+        return cls(**{k: d[k] for k in ("sizes", "activation", "batchnorm", "init", "matmul_dtype",
+                                        "weight_grad_layout") if k in d})
 
 
 def init(key, config: MLPConfig, *, scale=1.0, dtype=jnp.float32):
@@ -97,21 +103,35 @@ def init(key, config: MLPConfig, *, scale=1.0, dtype=jnp.float32):
     return tuple(params), tuple(state)
 
 
-def forward(params, state, x, *, config: MLPConfig, hyper=None, train: bool = False, key=None,
-            masks=None):
-    """x: (batch, d_in) -> logits (batch, d_out), the new state, and the caches ``backward`` needs.
+def forward(params, state, x, *, config: MLPConfig, hyper=None, train: bool = False, key=None):
+    """x: (batch, d_in) -> (logits (batch, d_out), new state).
 
-    ``train=True`` uses batch statistics (and updates the running ones) and dropout with ``key``;
-    ``train=False`` uses the running statistics and no dropout. ``masks``: optional tuple of
-    (d_hidden,) 0/1 vectors, one per hidden layer, multiplied into each activation (width sweeps pad
-    narrow members to the widest layer and mask the padding; see ``jaxmlp.sweep``).
+    ``train=False`` (evaluation): running batch-norm statistics, no dropout; the state comes back as
+    it went in. ``train=True``: batch statistics (the running ones are updated into the new state)
+    and, where ``hyper`` has dropout rates, dropout drawn from ``key``.
     """
-    use_dropout = train and config.dropout
-    use_input_dropout = train and config.input_dropout
-    if (use_dropout or use_input_dropout) and key is None:
-        raise ValueError("forward(train=True) with dropout needs a key")
+    logits, new_state, _ = _forward(params, state, x, config, hyper, train, key, None)
+    return logits, new_state
+
+
+def forward_with_caches(params, state, x, *, config: MLPConfig, hyper=None, train: bool = False, key=None):
+    """``forward`` that also returns what ``backward`` needs: (logits, new state, caches).
+
+    ``caches`` is a list with one ``(linear, batchnorm, activation, dropout)`` cache tuple per hidden
+    layer (None for an absent op) and the output layer's linear cache last.
+    """
+    return _forward(params, state, x, config, hyper, train, key, None)
+
+
+def _forward(params, state, x, config: MLPConfig, hyper, train: bool, key, masks):
+    """``forward_with_caches`` with optional width ``masks``: a tuple of (d_hidden,) 0/1 vectors, one
+    per hidden layer, multiplied into each activation so that padded units output exactly 0."""
     if train and hyper is None:
         hyper = Hyper()
+    use_dropout = train and hyper.dropout_rate is not None
+    use_input_dropout = train and hyper.input_dropout_rate is not None
+    if (use_dropout or use_input_dropout) and key is None:
+        raise ValueError("forward(train=True) with dropout needs a key")
     h = x
     if use_input_dropout:
         # the first linear layer caches the dropped-out input, so its dW is right without a backward
@@ -150,16 +170,27 @@ def weights(params):
     return [p["W"] for p in params]
 
 
-def cost(params, state, batch, hyper, key, *, config: MLPConfig, masks=None):
+def cost(params, state, batch, hyper, key, *, config: MLPConfig):
     """J = mean cross-entropy + (λ/2m) Σ‖W‖² in training mode. The function the referee differentiates."""
+    return _cost(params, state, batch, hyper, key, config, None)
+
+
+def _cost(params, state, batch, hyper, key, config: MLPConfig, masks):
     x, y = batch
-    logits, _, _ = forward(params, state, x, config=config, hyper=hyper, train=True, key=key, masks=masks)
+    logits, _, _ = _forward(params, state, x, config, hyper, True, key, masks)
     data_loss, _ = losses.cross_entropy_forward(logits, y)
     return data_loss + losses.l2_penalty(weights(params), hyper.l2, x.shape[0])
 
 
-def backward(params, caches, dlogits, *, config: MLPConfig, masks=None):
-    """Walk the layers in reverse: dlogits (batch, d_out) -> grads with the structure of ``params``."""
+def backward(params, caches, dlogits, *, config: MLPConfig):
+    """Walk the layers in reverse: dlogits (batch, d_out) -> grads with the structure of ``params``.
+
+    ``caches`` from ``forward_with_caches``. The first layer's input gradient is not computed (the
+    input is data)."""
+    return _backward(params, caches, dlogits, config, None)
+
+
+def _backward(params, caches, dlogits, config: MLPConfig, masks):
     grads = [None] * len(params)
     first = len(params) == 1
     transpose = config.weight_grad_layout == "auto"
@@ -180,18 +211,21 @@ def backward(params, caches, dlogits, *, config: MLPConfig, masks=None):
     return tuple(grads)
 
 
-def loss_and_grads(params, state, batch, hyper, key, *, config: MLPConfig, masks=None):
+def loss_and_grads(params, state, batch, hyper, key, *, config: MLPConfig):
     """Cost, its hand-derived gradient, the updated batch-norm state, and aux metrics.
 
     batch = (x (batch, d_in) float, y (batch,) int labels). Returns
     (cost, grads, new_state, {"data_loss": mean CE, "correct": number of argmax hits}).
     """
+    return _loss_and_grads(params, state, batch, hyper, key, config, None)
+
+
+def _loss_and_grads(params, state, batch, hyper, key, config: MLPConfig, masks):
     x, y = batch
     m = x.shape[0]
-    logits, new_state, caches = forward(params, state, x, config=config, hyper=hyper, train=True,
-                                        key=key, masks=masks)
+    logits, new_state, caches = _forward(params, state, x, config, hyper, True, key, masks)
     data_loss, ce_cache = losses.cross_entropy_forward(logits, y)
-    grads = backward(params, caches, losses.cross_entropy_backward(ce_cache), config=config, masks=masks)
+    grads = _backward(params, caches, losses.cross_entropy_backward(ce_cache), config, masks)
     grads = tuple(
         {**g, "W": g["W"] + losses.l2_backward(p["W"], hyper.l2, m)} for p, g in zip(params, grads)
     )
@@ -200,7 +234,7 @@ def loss_and_grads(params, state, batch, hyper, key, *, config: MLPConfig, masks
     return total, grads, new_state, {"data_loss": data_loss, "correct": correct}
 
 
-def autodiff_loss_and_grads(params, state, batch, hyper, key, *, config: MLPConfig, masks=None):
+def autodiff_loss_and_grads(params, state, batch, hyper, key, *, config: MLPConfig):
     """The referee's version of ``loss_and_grads``: same signature and results, gradients by jax.grad.
 
     Not used for training; benchmarks compare it with the hand-written path.
@@ -208,8 +242,7 @@ def autodiff_loss_and_grads(params, state, batch, hyper, key, *, config: MLPConf
     x, y = batch
 
     def f(params):
-        logits, new_state, _ = forward(params, state, x, config=config, hyper=hyper, train=True, key=key,
-                                       masks=masks)
+        logits, new_state, _ = _forward(params, state, x, config, hyper, True, key, None)
         data_loss, _ = losses.cross_entropy_forward(logits, y)
         total = data_loss + losses.l2_penalty(weights(params), hyper.l2, x.shape[0])
         correct = jnp.sum(jnp.argmax(logits, axis=-1) == y)
@@ -221,5 +254,5 @@ def autodiff_loss_and_grads(params, state, batch, hyper, key, *, config: MLPConf
 
 def predict(params, state, x, *, config: MLPConfig):
     """Evaluation-mode class predictions (batch,) int32."""
-    logits, _, _ = forward(params, state, x, config=config, train=False)
+    logits, _ = forward(params, state, x, config=config)
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)

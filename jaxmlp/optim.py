@@ -28,7 +28,8 @@ Juditsky 1992, exponential form); used for evaluation when enabled.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -126,8 +127,7 @@ def adam(decoupled_weight_decay: bool = False) -> Optimizer:
         c1, c2 = 1 - b1**t, 1 - b2**t  # bias corrections
         # η m̂ / (√v̂ + ε) = α_t m / (√v + ε̂) with the scalars α_t = η √c2 / c1 and ε̂ = ε √c2
         # (Kingma & Ba 2015, end of section 2): the same update with one division and one square
-        # root per element instead of three divisions and a root. The element-wise pass over the
-        # weights is bound by the divider on CPUs; this form makes W's training step ≈ 5% faster.
+        # root per element instead of three divisions and a root (benchmarks/RESULTS.md measures it).
         step_size, eps_hat = lr * jnp.sqrt(c2) / c1, eps * jnp.sqrt(c2)
 
         if decoupled_weight_decay:

@@ -2,13 +2,23 @@
 
 Contract::
 
+    tc = TrainConfig(model=MLPConfig(sizes=(784, 100, 10)), epochs=5)
     members = grid(Hyper(), {"learning_rate": [1e-3, 1e-2], "l2": [0, 1e-4]}, seeds=2, hidden=[(100,)])
-    result = run_sweep(ds, tc, members, epochs=5, chunk_size=None, out_dir="runs/sweep1")
+    result = run_sweep(ds, tc, members, chunk_size=None, axes=["learning_rate", "l2"],
+                       out_dir="runs/sweep1")
     result.rows        # one dict per member: its hyperparameters, train_loss, dev/test accuracy, diverged
+
+    # the pieces run_sweep is made of, for a sweep loop of one's own:
+    wide_tc = padded_config(tc, members)
+    ts, masks, hyper = stack_members(members, tc, wide_tc)   # leading member axis on every leaf
+    epoch = make_epoch(wide_tc, shared_order=True)
+    ts, metrics = epoch(ts, hyper, x, y, idx, masks)          # idx: batch_indices(...), shared
 
 How it works:
   - Every member shares ``tc`` (structure: optimizer, schedule, activation, depth); its numbers are a
     ``Hyper`` with a leading member axis, so one compiled step serves them all and nothing recompiles.
+    Members with and without an optional op (dropout, input dropout, EMA) share one program: those
+    without it get its neutral value 0 (``hyper.align``).
   - Hidden widths are swept by masking: every member is padded to the widest layer; the padded
     weights start at exactly 0 and the padded units' activations are multiplied by a 0 mask, so their
     gradients, L2 terms and optimizer updates are exactly 0 forever and the member computes what its
@@ -25,23 +35,23 @@ How it works:
 
 from __future__ import annotations
 
-import csv
 import itertools
-import json
 import math
 import time
 from dataclasses import dataclass, field, replace
-from functools import partial
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxmlp import compiler, data, train
-from jaxmlp.hyper import Hyper, validate
-from jaxmlp.mlp import MLPConfig, forward
+from jaxmlp import compiler, parallel, report
+from jaxmlp.data import Dataset, batch_indices, check_batch_size
+from jaxmlp.hyper import Hyper, align, validate
+from jaxmlp.hyper import stack as stack_hypers
+from jaxmlp.mlp import MLPConfig, _loss_and_grads, forward
+from jaxmlp.run import first_nonfinite, save_run
+from jaxmlp.step import TrainConfig, _epoch, eval_params, init_state, with_cosine_horizon
 
 SWEEPABLE = ("learning_rate", "l2", "dropout_rate", "input_dropout_rate", "momentum", "b1", "b2", "eps",
              "rho", "weight_decay", "ema_decay", "bn_momentum", "init_scale", "decay_rate", "warmup_steps",
@@ -120,7 +130,7 @@ def random_sample(base: Hyper, axes: dict, n: int, *, seeds: int = 1, hidden=(()
 # Padding narrow members to the widest layer
 
 
-def padded_config(tc: train.TrainConfig, members) -> train.TrainConfig:
+def padded_config(tc: TrainConfig, members) -> TrainConfig:
     depth = {len(m.hidden) for m in members}
     if len(depth) != 1:
         raise ValueError(f"members of one sweep must have the same number of hidden layers, got {sorted(depth)}")
@@ -130,14 +140,17 @@ def padded_config(tc: train.TrainConfig, members) -> train.TrainConfig:
     return replace(tc, model=replace(tc.model, sizes=sizes, weight_grad_layout="plain"))
 
 
-def member_state(member: Member, tc: train.TrainConfig, wide_tc: train.TrainConfig):
-    """(TrainState padded to wide_tc, masks): exactly the state ``train.init_state`` gives the narrow
+def narrow_config(tc: TrainConfig, member: Member) -> TrainConfig:
+    """``tc`` with the member's own hidden widths."""
+    return replace(tc, model=replace(tc.model, sizes=(tc.model.sizes[0], *member.hidden, tc.model.sizes[-1])))
+
+
+def member_state(member: Member, tc: TrainConfig, wide_tc: TrainConfig):
+    """(TrainState padded to wide_tc, masks): exactly the state ``step.init_state`` gives the narrow
     member, with zeros (γ = 1, var = 1) in the padding."""
-    narrow_tc = replace(tc, model=replace(tc.model, sizes=(tc.model.sizes[0], *member.hidden,
-                                                          tc.model.sizes[-1])))
     hyper = member.hyper.as_arrays()
-    narrow = train.init_state(jax.random.PRNGKey(member.seed), narrow_tc, hyper)
-    wide = train.init_state(jax.random.PRNGKey(member.seed), wide_tc, hyper._replace(init_scale=jnp.float32(0)))
+    narrow = init_state(jax.random.PRNGKey(member.seed), narrow_config(tc, member), hyper)
+    wide = init_state(jax.random.PRNGKey(member.seed), wide_tc, hyper._replace(init_scale=jnp.float32(0)))
 
     def put(w, n):
         return w.at[tuple(slice(0, s) for s in n.shape)].set(n)
@@ -157,18 +170,32 @@ def stack(trees):
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
 
 
+def stack_members(members, tc: TrainConfig, wide_tc: TrainConfig):
+    """(ts, masks, hyper) of ``members`` padded to ``wide_tc``, each with a leading member axis.
+
+    The members' ``Hyper`` values are ``align``ed first, so members with and without an optional op
+    share one state structure."""
+    members = [replace(m, hyper=h) for m, h in zip(members, align(m.hyper for m in members))]
+    states, masks = zip(*(member_state(m, tc, wide_tc) for m in members))
+    return stack(states), stack(masks), stack_hypers([m.hyper for m in members])
+
+
 # ---------------------------------------------------------------------------------------------
 # The compiled programs
 
 
-def make_epoch(wide_tc, shared_order: bool, donate: bool = True):
-    """jit(vmap(train_epoch)) over the member axis; x, y (and a shared idx) are not batched.
+def make_epoch(wide_tc: TrainConfig, shared_order: bool, donate: bool = True):
+    """jit(vmap(epoch)) over the member axis: ``epoch(ts, hyper, x, y, idx, masks) -> (ts, metrics)``.
 
-    ``donate=False`` keeps the incoming state's buffers (benchmarks time one state repeatedly)."""
-    epoch = partial(train.train_epoch, tc=wide_tc)
+    x, y and ``idx`` (the shared batch order, used when ``shared_order``) are not batched; each member's
+    gradients come from the width-masked hand-written backward. ``donate=False`` keeps the incoming
+    state's buffers (benchmarks time one state repeatedly)."""
 
     def one(ts, h, x, y, idx, masks):  # without a shared order, each member draws its own from its key
-        return epoch(ts, h, x, y, idx=idx if shared_order else None, masks=masks)
+        def grad_fn(params, state, batch, hyper, key):
+            return _loss_and_grads(params, state, batch, hyper, key, wide_tc.model, masks)
+
+        return _epoch(ts, h, x, y, wide_tc, idx if shared_order else None, grad_fn)
 
     fn = jax.vmap(one, in_axes=(0, 0, None, None, None, 0))
     return jax.jit(fn, donate_argnums=0 if donate else (), compiler_options=compiler.epoch_options())
@@ -176,19 +203,10 @@ def make_epoch(wide_tc, shared_order: bool, donate: bool = True):
 
 def make_eval(config: MLPConfig):
     def one(params, bn_state, x, y):
-        logits, _, _ = forward(params, bn_state, x, config=config, train=False)
+        logits, _ = forward(params, bn_state, x, config=config)
         return jnp.mean((jnp.argmax(logits, axis=-1) == y).astype(jnp.float32))
 
     return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None)))
-
-
-def member_sharding(n_devices: int | None = None):
-    """A 1-D mesh over the devices with the member axis sharded; None on one device."""
-    devices = jax.devices()[: n_devices or jax.device_count()]
-    if len(devices) <= 1:
-        return None, None
-    mesh = Mesh(np.array(devices), ("members",))
-    return NamedSharding(mesh, P("members")), NamedSharding(mesh, P())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,23 +221,22 @@ class SweepResult:
     final_state: object = None  # the last chunk's padded TrainState, leading member axis
 
 
-def run_sweep(ds: data.Dataset, tc: train.TrainConfig, members: list, *, chunk_size: int | None = None,
+def run_sweep(ds: Dataset, tc: TrainConfig, members: list, *, chunk_size: int | None = None,
               shared_order: bool = True, data_seed: int = 0, n_devices: int | None = None,
               axes=(), out_dir=None, log=print) -> SweepResult:
+    """Train ``members`` for ``tc.epochs`` epochs as one compiled program (in chunks of ``chunk_size``);
+    evaluate each on dev and test; write ``results.csv``, ``summary.json``, the plot and the best
+    member's checkpoint to ``out_dir``. ``axes``: the swept ``Hyper`` fields (columns and plot)."""
     if not members:
         raise ValueError("a sweep needs at least one member")
     n_train = ds.x_train.shape[0]
-    if tc.batch_size > n_train:
-        raise ValueError(f"batch size {tc.batch_size} is larger than the {n_train} training examples")
-    if any(float(m.hyper.dropout_rate) > 0 for m in members) and not tc.model.dropout:
-        tc = replace(tc, model=replace(tc.model, dropout=True))
-    if any(float(m.hyper.input_dropout_rate) > 0 for m in members) and not tc.model.input_dropout:
-        tc = replace(tc, model=replace(tc.model, input_dropout=True))
+    check_batch_size(tc.batch_size, n_train)
     wide_tc = padded_config(tc, members)
     steps = n_train // tc.batch_size
-    members = [replace(m, hyper=train.with_cosine_horizon(m.hyper, tc, steps)) for m in members]
+    members = [replace(m, hyper=with_cosine_horizon(m.hyper, tc, steps)) for m in members]
+    members = [replace(m, hyper=h) for m, h in zip(members, align(m.hyper for m in members))]
     k = len(members)
-    sharding, replicated = member_sharding(n_devices)
+    sharding, replicated = parallel.member_shardings(n_devices)
     n_dev = 1 if sharding is None else sharding.mesh.size
     chunk = chunk_size or k
     chunk = int(math.ceil(chunk / n_dev) * n_dev)  # the member axis must split evenly over devices
@@ -239,30 +256,28 @@ def run_sweep(ds: data.Dataset, tc: train.TrainConfig, members: list, *, chunk_s
     for start in range(0, k, chunk):
         part = members[start:start + chunk]
         padded_part = part + [part[-1]] * (chunk - len(part))  # same shape every chunk: one program
-        states, masks = zip(*(member_state(m, tc, wide_tc) for m in padded_part))
-        ts, masks = stack(states), stack(masks)
-        hyper = stack([m.hyper.as_arrays() for m in padded_part])
+        ts, masks, hyper = stack_members(padded_part, tc, wide_tc)
         if sharding is not None:
             ts, masks, hyper = jax.device_put((ts, masks, hyper), sharding)
-        idx0 = data.batch_indices(jax.random.fold_in(data_key, 0), n_train, tc.batch_size)
+        idx0 = batch_indices(jax.random.fold_in(data_key, 0), n_train, tc.batch_size)
         if start == 0:
             t = time.perf_counter()
             epoch_fn = epoch_fn.lower(ts, hyper, x_train, y_train, idx0, masks).compile()
             compile_s = time.perf_counter() - t
         first_bad = np.full(len(padded_part), -1)
         for e in range(tc.epochs):
-            idx = data.batch_indices(jax.random.fold_in(data_key, e), n_train, tc.batch_size)
+            idx = batch_indices(jax.random.fold_in(data_key, e), n_train, tc.batch_size)
             t = time.perf_counter()
             ts, metrics = epoch_fn(ts, hyper, x_train, y_train, idx, masks)
             losses = np.asarray(metrics["loss"])  # (chunk, steps); blocks
             train_s += time.perf_counter() - t
-            bad = ~np.isfinite(losses)
-            newly = (first_bad < 0) & bad.any(axis=1)
-            first_bad[newly] = e * steps + np.argmax(bad[newly], axis=1) + 1
-            dev = np.asarray(eval_fn(train.eval_params(ts, wide_tc), ts.bn_state, x_dev, y_dev))
+            bad_now = first_nonfinite(losses)
+            newly = (first_bad < 0) & (bad_now >= 0)
+            first_bad[newly] = e * steps + bad_now[newly] + 1
+            dev = np.asarray(eval_fn(eval_params(ts), ts.bn_state, x_dev, y_dev))
             history[e].append({"train_loss": losses.mean(axis=1)[: len(part)],
                                "dev_accuracy": dev[: len(part)]})
-        test = np.asarray(eval_fn(train.eval_params(ts, wide_tc), ts.bn_state, x_test, y_test))
+        test = np.asarray(eval_fn(eval_params(ts), ts.bn_state, x_test, y_test))
         for j, m in enumerate(part):
             diverged = bool(first_bad[j] >= 0)
             row = {"member": start + j, **m.label(axes),
@@ -272,8 +287,7 @@ def run_sweep(ds: data.Dataset, tc: train.TrainConfig, members: list, *, chunk_s
                    "diverged": diverged, "diverged_at_step": int(first_bad[j]) if diverged else None}
             rows[start + j] = row
             if not diverged and (best is None or row["dev_accuracy"] > best[0]["dev_accuracy"]):
-                best = (row, m, jax.tree_util.tree_map(lambda a: np.asarray(a[j]), ts),
-                        jax.tree_util.tree_map(lambda a: np.asarray(a[j]), masks))
+                best = (row, m, jax.tree_util.tree_map(lambda a, j=j: np.asarray(a[j]), ts))
         log(f"members {start}–{start + len(part) - 1}: best dev accuracy so far "
             f"{best[0]['dev_accuracy'] if best else float('nan'):.4f}")
 
@@ -286,8 +300,7 @@ def run_sweep(ds: data.Dataset, tc: train.TrainConfig, members: list, *, chunk_s
         "diverged": sum(r["diverged"] for r in rows), "shared_data_order": shared_order,
         "chunk_size": chunk, "devices": n_dev, "backend": jax.default_backend(),
         "config": tc.to_dict(), "padded_sizes": list(wide_tc.model.sizes), "axes": list(axes),
-        "best": None if best is None else {**best[0],
-                                           "hyper": best[1].hyper.to_dict()},
+        "best": None if best is None else {**best[0], "hyper": best[1].hyper.to_dict()},
     }
     result = SweepResult(rows, summary, hist, ts)
     if out_dir is not None:
@@ -295,92 +308,20 @@ def run_sweep(ds: data.Dataset, tc: train.TrainConfig, members: list, *, chunk_s
     return result
 
 
-def write_outputs(out: Path, result: SweepResult, ds, tc, best) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "results.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(result.rows[0]))
-        w.writeheader()
-        w.writerows(result.rows)
-    tmp.replace(out / "results.csv")
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(result.summary, indent=2) + "\n")
-    tmp.replace(out / "summary.json")
+def write_outputs(out: Path, result: SweepResult, ds: Dataset, tc: TrainConfig, best) -> None:
+    """results.csv, summary.json, the plot (``report.plot_sweep``) and best_checkpoint.npz (the best
+    member cut back to its own widths, loadable like any run's checkpoint)."""
+    report.write_csv(out / "results.csv", result.rows)
+    report.write_json(out / "summary.json", result.summary)
     if best is not None:
-        row, member, ts_wide, _ = best
-        narrow_tc = replace(tc, model=replace(tc.model, sizes=(tc.model.sizes[0], *member.hidden,
-                                                              tc.model.sizes[-1])))
-        template = train.init_state(jax.random.PRNGKey(member.seed), narrow_tc, member.hyper.as_arrays())
+        row, member, ts_wide = best
+        narrow_tc = narrow_config(tc, member)
+        template = init_state(jax.random.PRNGKey(member.seed), narrow_tc, member.hyper.as_arrays())
         ts = unpad(ts_wide, template)
-        best_tree = {"params": train.eval_params(ts, narrow_tc), "bn_state": ts.bn_state}
+        best_tree = {"params": eval_params(ts), "bn_state": ts.bn_state}
         meta = {"config": narrow_tc.to_dict(), "hyper": member.hyper.to_dict(),
                 "normalizer": ds.normalizer._asdict(), "dataset": ds.name, "dev_size": int(ds.x_dev.shape[0]),
                 "epoch": tc.epochs, "history": [], "best_dev_accuracy": row["dev_accuracy"],
                 "best_epoch": tc.epochs, "bad_epochs": 0, "sweep_member": row["member"]}
-        train.save_run(out / "best_checkpoint.npz", ts, best_tree, meta)
-    plot(out, result)
-
-
-def plot(out: Path, result: SweepResult) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    axes = [a for a in result.summary["axes"]]
-    rows = result.rows
-    if len({r["hidden"] for r in rows}) > 1:
-        axes = axes + ["hidden"]
-    if len(axes) == 2:
-        a, b = axes
-        va, vb = sorted({r[a] for r in rows}, key=_key), sorted({r[b] for r in rows}, key=_key)
-        grid_ = np.full((len(va), len(vb)), np.nan)
-        for i, x in enumerate(va):
-            for j, y in enumerate(vb):
-                accs = [r["dev_accuracy"] for r in rows if r[a] == x and r[b] == y]
-                grid_[i, j] = np.nanmean(accs) if not all(np.isnan(accs)) else np.nan
-        fig, ax = plt.subplots(figsize=(1.2 * len(vb) + 3, 0.6 * len(va) + 2.5))
-        im = ax.imshow(grid_, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(vb)), [_fmt(v) for v in vb])
-        ax.set_yticks(range(len(va)), [_fmt(v) for v in va])
-        ax.set(xlabel=b, ylabel=a, title="dev accuracy (mean over seeds; blank = diverged)")
-        for i in range(len(va)):
-            for j in range(len(vb)):
-                if np.isfinite(grid_[i, j]):
-                    light = im.norm(grid_[i, j]) > 0.6  # dark text on the bright end of viridis
-                    ax.text(j, i, f"{grid_[i, j]:.3f}", ha="center", va="center", fontsize=8,
-                            color="k" if light else "w")
-        fig.colorbar(im, ax=ax, label="dev accuracy")
-        fig.tight_layout()
-        fig.savefig(out / "heatmap.png", dpi=100)
-        plt.close(fig)
-    elif len(axes) == 1:
-        (a,) = axes
-        vals = sorted({r[a] for r in rows}, key=_key)
-        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-        means = [np.nanmean([r["dev_accuracy"] for r in rows if r[a] == v] or [np.nan]) for v in vals]
-        xs = list(range(len(vals))) if a == "hidden" else vals
-        left.plot(xs, means, "o-")
-        if a != "hidden" and min(vals) > 0 and max(vals) / min(vals) > 50:
-            left.set_xscale("log")
-        if a == "hidden":
-            left.set_xticks(xs, vals)
-        left.set(xlabel=a, ylabel="final dev accuracy (mean over seeds)", title=f"dev accuracy vs {a}")
-        epochs = range(1, len(result.history) + 1)
-        for v in vals:
-            members = [r["member"] for r in rows if r[a] == v]
-            curve = [np.nanmean([ep["dev_accuracy"][m] for m in members]) for ep in result.history]
-            right.plot(epochs, curve, label=f"{a}={_fmt(v)}")
-        right.set(xlabel="epoch", ylabel="dev accuracy", title="learning curves")
-        right.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "curves.png", dpi=100)
-        plt.close(fig)
-
-
-def _key(v):
-    return (0, v) if isinstance(v, (int, float)) else (1, [int(s) for s in str(v).split(",") if s])
-
-
-def _fmt(v) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
+        save_run(out / "best_checkpoint.npz", ts, best_tree, meta)
+    report.plot_sweep(result.rows, result.history, result.summary["axes"], out)

@@ -8,9 +8,18 @@ import jax
 import numpy as np
 import pytest
 
+from jaxmlp import data
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist-t10k"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A small learnable problem (module-scoped): 16 features, 10 classes, 800 train / 200 dev / 200 test."""
+    folder = make_idx_dataset(tmp_path_factory.mktemp("idx"), n_train=1000, n_test=200)
+    return data.load_dataset("mnist", folder, dev_size=200, seed=0)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxmlp
 from jaxmlp import checkpoint
 from jaxmlp.checkpoint import CheckpointError
 
@@ -20,7 +21,7 @@ def test_round_trip(tmp_path):
     path = tmp_path / "c.npz"
     checkpoint.save(path, {"train": tree()}, {"epoch": 3})
     meta, arrays = checkpoint.load(path)
-    assert meta == {"format_version": checkpoint.FORMAT_VERSION, "epoch": 3}
+    assert meta == {"format_version": checkpoint.FORMAT_VERSION, "jaxmlp_version": jaxmlp.__version__, "epoch": 3}
     back = checkpoint.restore(tree(), arrays, "train")
     np.testing.assert_array_equal(back[1]["W"], tree()[1]["W"])
     assert not list(tmp_path.glob("*.tmp"))

@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from conftest import make_idx_dataset
 from jaxmlp.cli import EXIT_ERROR, main
+
+from conftest import make_idx_dataset
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +112,24 @@ def test_subprocess_missing_data_file_no_traceback(idx_dir, tmp_path):
         f"jaxmlp: error: {broken}: missing t10k-labels-idx1-ubyte.gz (also accepted: the raw and dotted "
         f"spellings, e.g. train-images.idx3-ubyte)"]
     assert not (tmp_path / "o").exists()
+
+
+def test_the_bare_train_command_is_the_recommended_default():
+    """`jaxmlp train` alone trains what `make train` trains (README): 784-512-512-10 ReLU, dropout 0.3,
+    Adam 1e-3 with a cosine schedule, parameter EMA 0.999, batch 128, 30 epochs, Fashion-MNIST."""
+    from jaxmlp.cli import _hyper, build_parser
+
+    args = build_parser().parse_args(["train"])
+    assert (args.dataset, args.hidden, args.activation, args.optimizer, args.schedule, args.batch_size,
+            args.epochs, args.out) == ("fashion-mnist", (512, 512), "relu", "adam", "cosine", 128, 30, "runs/default")
+    h = _hyper(args)
+    assert (h.learning_rate, h.dropout_rate, h.ema_decay, h.input_dropout_rate) == (1e-3, 0.3, 0.999, None)
+    off = _hyper(build_parser().parse_args(["train", "--dropout", "0", "--ema", "0"]))
+    assert off.dropout_rate is None and off.ema_decay is None  # 0 means the op is absent
+
+
+def test_help_names_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert all(c in text for c in ("train", "evaluate", "sweep", "gradcheck")) and "``" not in text

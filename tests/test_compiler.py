@@ -5,11 +5,10 @@ import re
 from functools import partial
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmlp import compiler, train
+from jaxmlp import compiler, run, step
 from jaxmlp.hyper import Hyper
 from jaxmlp.mlp import MLPConfig
 
@@ -17,10 +16,10 @@ cpu_only = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the option
 
 
 def setup(batchnorm=False):
-    config = MLPConfig(sizes=(24, 32, 32, 5), activation="relu", dropout=True, batchnorm=batchnorm)
-    tc = train.TrainConfig(model=config, optimizer="adam", batch_size=16, ema=True)
-    hyper = Hyper(learning_rate=1e-2, dropout_rate=0.2, l2=1e-3).as_arrays()
-    ts = train.init_state(jax.random.PRNGKey(0), tc, hyper)
+    config = MLPConfig(sizes=(24, 32, 32, 5), activation="relu", batchnorm=batchnorm)
+    tc = step.TrainConfig(model=config, optimizer="adam", batch_size=16)
+    hyper = Hyper(learning_rate=1e-2, dropout_rate=0.2, l2=1e-3, ema_decay=0.999).as_arrays()
+    ts = step.init_state(jax.random.PRNGKey(0), tc, hyper)
     x = jax.random.normal(jax.random.PRNGKey(1), (160, 24))
     y = jax.random.randint(jax.random.PRNGKey(2), (160,), 0, 5)
     return tc, hyper, ts, x, y
@@ -46,7 +45,7 @@ def test_epoch_options_are_known_to_this_jaxlib_on_cpu():
 @cpu_only
 def test_options_drop_the_per_step_weight_copies():
     tc, hyper, ts, x, y = setup()
-    lowered = jax.jit(partial(train.train_epoch, tc=tc)).lower(ts, hyper, x, y)
+    lowered = jax.jit(partial(step.train_epoch, tc=tc)).lower(ts, hyper, x, y)
     with_options = lowered.compile(compiler_options=compiler.epoch_options()).as_text()
     assert "while(" in with_options
     assert scan_body_weight_copies(with_options) == 0
@@ -60,7 +59,7 @@ def test_options_change_no_number(batchnorm):
     tc, hyper, ts, x, y = setup(batchnorm)
     results = []
     for options in ({}, compiler.epoch_options()):
-        fn = jax.jit(partial(train.train_epoch, tc=tc), compiler_options=options)
+        fn = jax.jit(partial(step.train_epoch, tc=tc), compiler_options=options)
         state, losses = ts, []
         for _ in range(2):
             state, metrics = fn(state, hyper, x, y)
@@ -93,11 +92,12 @@ def test_fit_uses_the_options(monkeypatch, tmp_path):
         return real()
 
     monkeypatch.setattr(compiler, "epoch_options", recording)
-    from conftest import make_idx_dataset
     from jaxmlp import data
+
+    from conftest import make_idx_dataset
 
     ds = data.load_dataset("mnist", make_idx_dataset(tmp_path / "idx", n_train=300, n_test=50), dev_size=50,
                            seed=0)
-    tc = train.TrainConfig(model=MLPConfig(sizes=(16, 8, 10)), batch_size=50, epochs=1)
-    train.fit(ds, tc, Hyper(learning_rate=1e-2), out_dir=None, progress=False, log=lambda *a: None)
+    tc = step.TrainConfig(model=MLPConfig(sizes=(16, 8, 10)), batch_size=50, epochs=1)
+    run.fit(ds, tc, Hyper(learning_rate=1e-2), out_dir=None, progress=False, log=lambda *a: None)
     assert calls

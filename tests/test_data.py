@@ -10,9 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import FASHION_DIR, SHARED_MNIST, idx_bytes, make_idx_dataset, write_idx
 from jaxmlp import data
 from jaxmlp.data import DatasetError
+
+from conftest import FASHION_DIR, SHARED_MNIST, idx_bytes, make_idx_dataset, write_idx
 
 # ---------------------------------------------------------------------------------------------
 # read_idx / read_pair
@@ -195,7 +196,7 @@ def test_download_good_files_then_loadable(tmp_path):
     assert set(found) == set(data.ROLES)
     for p in found.values():
         assert p.read_bytes() == files[p.name]
-    assert not list((tmp_path / "cache").glob("*.part"))
+    assert not list((tmp_path / "cache").glob("*.tmp"))
     x, y = data.read_pair(found["train_images"], found["train_labels"])
     assert x.shape == (60, 4, 4)
 
@@ -215,7 +216,7 @@ def test_download_rejects_hash_mismatch_and_keeps_good_file(tmp_path):
     finally:
         server.close()
     assert (cache / name).read_bytes() == b"previous good copy"
-    assert not list(cache.glob("*.part"))
+    assert not list(cache.glob("*.tmp"))
 
 
 def test_download_dropped_connection_never_replaces_file(tmp_path):
@@ -231,7 +232,7 @@ def test_download_dropped_connection_never_replaces_file(tmp_path):
     finally:
         server.close()
     assert (cache / name).read_bytes() == b"previous good copy"
-    assert not list(cache.glob("*.part"))
+    assert not list(cache.glob("*.tmp"))
 
 
 def test_download_falls_back_to_second_mirror(tmp_path):

@@ -17,10 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tree_rel_diff
 from jaxmlp import mlp
 from jaxmlp.gradcheck import check_gradients, manual_and_autodiff
 from jaxmlp.hyper import Hyper
+from jaxmlp.ops import losses
+
+from conftest import tree_rel_diff
 
 MATRIX = list(itertools.product(["sigmoid", "tanh", "relu"], [0.0, 0.3], [False, True], [0.0, 1e-3],
                                 [1, 2, 3]))
@@ -42,12 +44,11 @@ def matrix_params(slow_unless_depth=None):
 
 
 def setup(act, dr, bn, l2, depth, dtype):
-    config = mlp.MLPConfig(sizes=(6,) + (5,) * depth + (3,), activation=act, batchnorm=bn,
-                           dropout=dr > 0, init="xavier")
+    config = mlp.MLPConfig(sizes=(6,) + (5,) * depth + (3,), activation=act, batchnorm=bn, init="xavier")
     params, state = mlp.init(jax.random.PRNGKey(depth), config, dtype=dtype)
     x = jax.random.normal(jax.random.PRNGKey(10), (8, 6), dtype)
     y = jax.random.randint(jax.random.PRNGKey(11), (8,), 0, 3)
-    hyper = Hyper(dropout_rate=dr, l2=l2).as_arrays(dtype)
+    hyper = Hyper(dropout_rate=dr or None, l2=l2).as_arrays(dtype)  # rate 0: no dropout layer
     return config, params, state, (x, y), hyper
 
 
@@ -89,8 +90,8 @@ FD_MATRIX = list(itertools.product(["sigmoid", "tanh", "relu"], [0.0, 0.3], [Fal
 @pytest.mark.parametrize("combo", FD_MATRIX, ids=[ids(c) for c in FD_MATRIX])
 def test_backward_equals_finite_differences(x64, combo):
     act, dr, bn, l2, depth = combo
-    config = mlp.MLPConfig(sizes=(4,) + (5,) * depth + (3,), activation=act, batchnorm=bn, dropout=dr > 0)
-    report = check_gradients(config, Hyper(dropout_rate=dr, l2=l2), key=jax.random.PRNGKey(3),
+    config = mlp.MLPConfig(sizes=(4,) + (5,) * depth + (3,), activation=act, batchnorm=bn)
+    report = check_gradients(config, Hyper(dropout_rate=dr or None, l2=l2), key=jax.random.PRNGKey(3),
                              batch_size=6, fd_samples=1000)  # every coordinate of these small arrays
     assert all(r["finite_difference_coords"] == np.prod(r["shape"]) for r in report.arrays)
     assert report.max_rel_diff_vs_finite_differences < 1e-7
@@ -116,7 +117,7 @@ def test_shapes_structure_and_batchnorm_has_no_hidden_bias():
     assert [p["W"].shape for p in params] == [(7, 6), (6, 5), (5, 4)]
     assert [sorted(s) for s in state] == [["mean", "var"], ["mean", "var"]]
     x = jnp.ones((3, 7))
-    logits, new_state, _ = mlp.forward(params, state, x, config=config, hyper=Hyper(), train=True)
+    logits, new_state = mlp.forward(params, state, x, config=config, hyper=Hyper(), train=True)
     assert logits.shape == (3, 4)
     assert not np.allclose(new_state[0]["mean"], state[0]["mean"])  # training moved the running mean
     assert mlp.predict(params, state, x, config=config).shape == (3,)
@@ -126,20 +127,20 @@ def test_train_mode_updates_running_stats_and_eval_uses_them():
     config = mlp.MLPConfig(sizes=(3, 4, 2), batchnorm=True)
     params, state = mlp.init(jax.random.PRNGKey(0), config)
     x = jax.random.normal(jax.random.PRNGKey(1), (32, 3)) * 3 + 5
-    _, s1, _ = mlp.forward(params, state, x, config=config, hyper=Hyper(bn_momentum=0.5), train=True)
+    _, s1 = mlp.forward(params, state, x, config=config, hyper=Hyper(bn_momentum=0.5), train=True)
     z = np.asarray(x @ params[0]["W"])
     np.testing.assert_allclose(s1[0]["mean"], 0.5 * z.mean(0), rtol=1e-5)
-    _, s2, _ = mlp.forward(params, s1, x, config=config, train=False)
+    _, s2 = mlp.forward(params, s1, x, config=config, train=False)
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(s2),
                                                     jax.tree_util.tree_leaves(s1)))
 
 
 def test_dropout_is_off_in_evaluation_and_needs_a_key_in_training():
-    config = mlp.MLPConfig(sizes=(3, 8, 2), dropout=True)
+    config = mlp.MLPConfig(sizes=(3, 8, 2))
     params, state = mlp.init(jax.random.PRNGKey(0), config)
     x = jnp.ones((4, 3))
-    a, _, _ = mlp.forward(params, state, x, config=config, train=False)
-    b, _, _ = mlp.forward(params, state, x, config=config, train=False)
+    a, _ = mlp.forward(params, state, x, config=config, hyper=Hyper(dropout_rate=0.5), train=False)
+    b, _ = mlp.forward(params, state, x, config=config, train=False)
     np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="needs a key"):
         mlp.forward(params, state, x, config=config, hyper=Hyper(dropout_rate=0.5), train=True)
@@ -174,15 +175,14 @@ def test_autodiff_loss_and_grads_is_a_drop_in_referee(x64):
 @pytest.mark.parametrize("bn", [False, True])
 def test_input_dropout_gradients(x64, bn):
     """Input dropout has no backward of its own: the first layer caches the dropped-out input."""
-    config = mlp.MLPConfig(sizes=(6, 5, 4, 3), batchnorm=bn, dropout=True, input_dropout=True,
-                           activation="tanh")
+    config = mlp.MLPConfig(sizes=(6, 5, 4, 3), batchnorm=bn, activation="tanh")
     report = check_gradients(config, Hyper(dropout_rate=0.3, input_dropout_rate=0.4, l2=1e-3),
                              key=jax.random.PRNGKey(2), batch_size=6, fd_samples=1000)
     assert report.ok, report.to_dict()
     params, state = mlp.init(jax.random.PRNGKey(0), config)
     x = jnp.ones((200, 6))
-    _, _, caches = mlp.forward(params, state, x, config=config, hyper=Hyper(input_dropout_rate=0.4),
-                               train=True, key=jax.random.PRNGKey(1))
+    _, _, caches = mlp.forward_with_caches(params, state, x, config=config, hyper=Hyper(input_dropout_rate=0.4),
+                                           train=True, key=jax.random.PRNGKey(1))
     seen = np.asarray(caches[0][0])  # the first linear layer's input
     assert (seen == 0).mean() == pytest.approx(0.4, abs=0.03)
     np.testing.assert_allclose(seen[seen > 0], 1 / 0.6, rtol=1e-6)
@@ -203,9 +203,8 @@ def test_mixed_precision_gradients(jit, bn):
     (tanh: no ReLU kink whose side a rounding could flip), and ≥ 1e-4, or bf16 was not in effect.
     """
     sizes = (40, 16, 16, 5)
-    c32 = mlp.MLPConfig(sizes=sizes, activation="tanh", batchnorm=bn, dropout=True, init="xavier")
-    cbf = mlp.MLPConfig(sizes=sizes, activation="tanh", batchnorm=bn, dropout=True, init="xavier",
-                        matmul_dtype="bfloat16")
+    c32 = mlp.MLPConfig(sizes=sizes, activation="tanh", batchnorm=bn, init="xavier")
+    cbf = mlp.MLPConfig(sizes=sizes, activation="tanh", batchnorm=bn, init="xavier", matmul_dtype="bfloat16")
     params, state = mlp.init(jax.random.PRNGKey(0), c32)
     x = jax.random.normal(jax.random.PRNGKey(1), (32, 40), jnp.float32)
     y = jax.random.randint(jax.random.PRNGKey(2), (32,), 0, 5)
@@ -229,3 +228,18 @@ def test_mixed_precision_config_round_trips_and_defaults():
     assert mlp.MLPConfig.from_dict(old).matmul_dtype == "float32"
     with pytest.raises(ValueError, match="unknown matmul dtype 'float16'"):
         mlp.MLPConfig(sizes=(4, 2), matmul_dtype="float16")
+
+
+def test_forward_with_caches_and_backward_compose_to_loss_and_grads(x64):
+    """The public pieces of the hand-written path: forward_with_caches gives forward's logits and state
+    plus the caches, and backward of the cross-entropy's dlogits is loss_and_grads' gradient (L2 = 0)."""
+    config, params, state, (x, y), hyper = setup("tanh", 0.3, True, 0.0, 2, jnp.float64)
+    key = jax.random.PRNGKey(7)
+    logits, new_state, caches = mlp.forward_with_caches(params, state, x, config=config, hyper=hyper, train=True,
+                                                        key=key)
+    plain_logits, plain_state = mlp.forward(params, state, x, config=config, hyper=hyper, train=True, key=key)
+    assert np.array_equal(logits, plain_logits) and tree_rel_diff(new_state, plain_state) == 0.0
+    _, ce_cache = losses.cross_entropy_forward(logits, y)
+    grads = mlp.backward(params, caches, losses.cross_entropy_backward(ce_cache), config=config)
+    _, reference, _, _ = mlp.loss_and_grads(params, state, (x, y), hyper, key, config=config)
+    assert tree_rel_diff(grads, reference) == 0.0

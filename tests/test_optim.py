@@ -20,7 +20,7 @@ def tree():
 def grads_like(t, seed):
     leaves, treedef = jax.tree_util.tree_flatten(t)
     keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
-    return jax.tree_util.tree_unflatten(treedef, [jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)])
+    return jax.tree_util.tree_unflatten(treedef, [jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves)])
 
 
 def test_adam_first_step_is_minus_lr_sign_g():

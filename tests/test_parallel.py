@@ -18,14 +18,14 @@ SCRIPT = textwrap.dedent("""
     sys.path.insert(0, "tests")
     import jax, jax.numpy as jnp, numpy as np
     from conftest import make_idx_dataset
-    from jaxmlp import data, parallel, sweep, train
+    from jaxmlp import data, parallel, step, sweep
     from jaxmlp.hyper import Hyper
     from jaxmlp.mlp import MLPConfig
 
     out = {"devices": jax.device_count()}
     ds = data.load_dataset("mnist", make_idx_dataset(pathlib.Path(sys.argv[1]), n_train=1000, n_test=200),
                            dev_size=200)
-    tc = train.TrainConfig(model=MLPConfig(sizes=(16, 32, 10), batchnorm=True), batch_size=40, epochs=2)
+    tc = step.TrainConfig(model=MLPConfig(sizes=(16, 32, 10), batchnorm=True), batch_size=40, epochs=2)
     members = sweep.grid(Hyper(), {"learning_rate": [1e-3, 3e-3, 1e-2]}, seeds=2, hidden=[(32,)])
     sharded = sweep.run_sweep(ds, tc, members, log=lambda s: None)
     single = sweep.run_sweep(ds, tc, members, n_devices=1, log=lambda s: None)
@@ -42,17 +42,17 @@ SCRIPT = textwrap.dedent("""
     # data-parallel training of one model
     hyper = Hyper(learning_rate=3e-3).as_arrays()
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
-    ts0 = train.init_state(jax.random.PRNGKey(0), tc, hyper)
-    ref, _ = jax.jit(train.train_epoch, static_argnames="tc")(ts0, hyper, x, y, tc=tc)
-    mesh = parallel.data_mesh()
+    ts0 = step.init_state(jax.random.PRNGKey(0), tc, hyper)
+    ref, _ = jax.jit(step.train_epoch, static_argnames="tc")(ts0, hyper, x, y, tc=tc)
+    mesh = parallel.mesh("data")
     epoch = parallel.data_parallel_epoch(tc, mesh)
     out["hlo_has_all_reduce"] = "all-reduce" in epoch.lower(ts0, hyper, x, y).compile().as_text()
-    dp, _ = epoch(train.init_state(jax.random.PRNGKey(0), tc, hyper), hyper, x, y)
+    dp, _ = epoch(step.init_state(jax.random.PRNGKey(0), tc, hyper), hyper, x, y)
     out["dp_max_rel_param_diff"] = max(
         float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / (np.max(np.abs(np.asarray(b))) + 1e-12))
         for a, b in zip(jax.tree_util.tree_leaves(dp.params), jax.tree_util.tree_leaves(ref.params)))
     try:
-        parallel.data_parallel_epoch(train.TrainConfig(model=tc.model, batch_size=30), mesh)
+        parallel.data_parallel_epoch(step.TrainConfig(model=tc.model, batch_size=30), mesh)
     except ValueError as e:
         out["bad_batch_error"] = str(e)
     print("RESULT " + json.dumps(out))
@@ -66,7 +66,7 @@ def result(tmp_path_factory):
     r = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path_factory.mktemp("idx"))], cwd=root,
                        env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    line = [l for l in r.stdout.splitlines() if l.startswith("RESULT ")][-1]
+    line = [s for s in r.stdout.splitlines() if s.startswith("RESULT ")][-1]
     return json.loads(line[len("RESULT "):])
 
 

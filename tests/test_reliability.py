@@ -14,12 +14,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from conftest import make_idx_dataset
 from jaxmlp import checkpoint
 from jaxmlp.ops import activations, batchnorm, dropout, linear, losses
+
+from conftest import make_idx_dataset
 
 # x64 is the same for every generated input (it only switches float64 on), so reusing it is safe.
 PROPS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -138,7 +140,7 @@ def test_kill_9_then_resume_is_bit_identical(idx_dir, uninterrupted, tmp_path):
     rng = np.random.default_rng(0)
     ckpt = tmp_path / "checkpoint.npz"
     kills = 0
-    for attempt in range(2):
+    for _ in range(2):
         args = [*TRAIN, "--data-dir", str(idx_dir), "--out", str(tmp_path)] + (["--resume"] if ckpt.exists() else [])
         p = cli(*args)
         deadline = time.time() + 120

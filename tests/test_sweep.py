@@ -3,16 +3,18 @@
 import csv
 import json
 from dataclasses import replace
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import make_idx_dataset
-from jaxmlp import data, sweep, train
+from jaxmlp import data, run, step, sweep
 from jaxmlp.hyper import Hyper
-from jaxmlp.mlp import MLPConfig
+from jaxmlp.mlp import MLPConfig, loss_and_grads
+
+from conftest import make_idx_dataset
 
 # float32 tolerance for "the same computation, batched differently": vmapped and padded matmuls may
 # sum in another order; over ~48 Adam steps the drift stays far below 1e-4 relative.
@@ -27,20 +29,22 @@ def tiny(tmp_path_factory):
 
 def tc_for(hidden=(32,), **kw):
     model = MLPConfig(sizes=(16, *hidden, 10), activation=kw.pop("activation", "sigmoid"),
-                      batchnorm=kw.pop("batchnorm", True), dropout=kw.pop("dropout", False))
-    return train.TrainConfig(model=model, batch_size=50, epochs=kw.pop("epochs", 3), **kw)
+                      batchnorm=kw.pop("batchnorm", True))
+    return step.TrainConfig(model=model, batch_size=50, epochs=kw.pop("epochs", 3), **kw)
 
 
 def train_alone(ds, tc, member, *, shared_key=0):
     """The member's configuration trained on its own, with the sweep's shared data order."""
     narrow = replace(tc, model=replace(tc.model, sizes=(16, *member.hidden, 10)))
     h = member.hyper.as_arrays()
-    ts = train.init_state(jax.random.PRNGKey(member.seed), narrow, h)
-    epoch = jax.jit(train.train_epoch, static_argnames="tc")
+    ts = step.init_state(jax.random.PRNGKey(member.seed), narrow, h)
+    # the library's epoch with the sweep's batch order (step._epoch: train_epoch with a given order)
+    epoch = jax.jit(lambda ts, h, x, y, idx: step._epoch(ts, h, x, y, narrow, idx,
+                                                         partial(loss_and_grads, config=narrow.model)))
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
     for e in range(tc.epochs):
         idx = data.batch_indices(jax.random.fold_in(jax.random.PRNGKey(shared_key), e), x.shape[0], 50)
-        ts, _ = epoch(ts, h, x, y, tc=narrow, idx=idx)
+        ts, _ = epoch(ts, h, x, y, idx)
     return narrow, ts
 
 
@@ -83,7 +87,7 @@ def test_member_equals_same_configuration_trained_alone(tiny):
     for j in (0, 5, 10, 15):  # wide and narrow members, both seeds, all hyperparameter values
         m = members[j]
         narrow_tc, alone = train_alone(tiny, tc, m)
-        mine = sweep.unpad(jax.tree_util.tree_map(lambda a: a[j], ts_wide), alone)
+        mine = sweep.unpad(jax.tree_util.tree_map(lambda a, j=j: a[j], ts_wide), alone)
         for a, b in zip(jax.tree_util.tree_leaves(mine.params), jax.tree_util.tree_leaves(alone.params)):
             np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
         # and the padding stayed exactly zero
@@ -96,9 +100,9 @@ def test_per_member_shuffle_uses_each_members_own_key(tiny):
     tc = tc_for(hidden=(16,), batchnorm=False, activation="relu", epochs=2)
     members = sweep.grid(Hyper(), {"learning_rate": [1e-2]}, seeds=2, hidden=[(16,)])
     _, ts_wide = sweep_states(tiny, tc, members, shared_order=False)
-    alone = train.init_state(jax.random.PRNGKey(1), tc, members[1].hyper.as_arrays())
+    alone = step.init_state(jax.random.PRNGKey(1), tc, members[1].hyper.as_arrays())
     for _ in range(2):
-        alone, _ = jax.jit(train.train_epoch, static_argnames="tc")(
+        alone, _ = jax.jit(step.train_epoch, static_argnames="tc")(
             alone, members[1].hyper.as_arrays(), jnp.asarray(tiny.x_train), jnp.asarray(tiny.y_train), tc=tc)
     for a, b in zip(jax.tree_util.tree_leaves(ts_wide.params), jax.tree_util.tree_leaves(alone.params)):
         np.testing.assert_allclose(a[1], b, rtol=RTOL, atol=ATOL)
@@ -130,7 +134,7 @@ def test_chunks_give_the_same_results_as_one_program(tiny):
 
 
 def test_outputs_and_best_checkpoint(tiny, tmp_path):
-    tc = tc_for(hidden=(16,), dropout=False)
+    tc = tc_for(hidden=(16,))
     members = sweep.grid(Hyper(), {"learning_rate": [1e-3, 1e-2], "dropout_rate": [0.0, 0.2]}, seeds=1)
     res = sweep.run_sweep(tiny, tc, members, axes=["learning_rate", "dropout_rate"], out_dir=tmp_path,
                           log=lambda s: None)
@@ -141,12 +145,12 @@ def test_outputs_and_best_checkpoint(tiny, tmp_path):
             "diverged"} <= set(rows[0])
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["members"] == 4 and summary["examples_per_second"] > 0
-    assert summary["config"]["model"]["dropout"] is True  # a dropout axis turns dropout layers on
+    assert summary["best"]["hyper"]["dropout_rate"] is not None  # a dropout axis turns dropout layers on
     best = summary["best"]
     assert best["dev_accuracy"] == max(float(r["dev_accuracy"]) for r in rows)
     assert (tmp_path / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
-    tc_b, params, bn_state, _, _ = train.load_model(tmp_path / "best_checkpoint.npz")
-    acc, _ = train.evaluate(params, bn_state, tiny.x_test, tiny.y_test, config=tc_b.model)
+    tc_b, _, params, bn_state, _, _ = run.load_model(tmp_path / "best_checkpoint.npz")
+    acc, _ = step.evaluate(params, bn_state, tiny.x_test, tiny.y_test, config=tc_b.model)
     assert acc == pytest.approx(best["test_accuracy"], abs=1e-6)
     # the vmapped program's plain weight-gradient layout stays inside the sweep: the member's
     # checkpoint carries the user's configuration
@@ -159,8 +163,7 @@ def test_make_epoch_donates_the_state_unless_asked_not_to(tiny, donate):
     tc = tc_for(hidden=(8,), epochs=1)
     members = sweep.grid(Hyper(), {"learning_rate": [1e-3, 1e-2]})
     wide_tc = sweep.padded_config(tc, members)
-    ts, masks = (sweep.stack(t) for t in zip(*(sweep.member_state(m, tc, wide_tc) for m in members)))
-    hyper = sweep.stack([m.hyper.as_arrays() for m in members])
+    ts, masks, hyper = sweep.stack_members(members, tc, wide_tc)
     x, y = jnp.asarray(tiny.x_train), jnp.asarray(tiny.y_train)
     idx = data.batch_indices(jax.random.PRNGKey(0), x.shape[0], tc.batch_size)
     fn = sweep.make_epoch(wide_tc, shared_order=True, donate=donate)
@@ -195,3 +198,16 @@ def test_sweep_cli(tmp_path, capsys):
     assert code == 0 and "12 members" in text and "best member" in text
     assert len(list(csv.DictReader(open(out / "results.csv")))) == 12
     assert (out / "heatmap.png").is_file()  # learning_rate × hidden
+
+
+def test_members_with_and_without_an_optional_op_share_one_program(tiny):
+    """hyper.align gives a member without dropout / EMA the neutral values (rate 0, decay 0): it computes
+    exactly what the member with those values does, and the member with real values differs."""
+    tc = tc_for(hidden=(16,), epochs=1)
+    base = Hyper(learning_rate=1e-2)
+    members = [sweep.Member(base, 0, (16,)), sweep.Member(base._replace(dropout_rate=0.0, ema_decay=0.0), 0, (16,)),
+               sweep.Member(base._replace(dropout_rate=0.3, ema_decay=0.9), 0, (16,))]
+    res = sweep.run_sweep(tiny, tc, members, log=lambda s: None)
+    assert res.rows[0]["train_loss"] == res.rows[1]["train_loss"]
+    assert res.rows[0]["dev_accuracy"] == res.rows[1]["dev_accuracy"]
+    assert res.rows[2]["train_loss"] != res.rows[0]["train_loss"]

@@ -68,17 +68,15 @@ def weight_grad(x, dy, transpose_narrow: bool = True):
 
     When the layer narrows a lot (d_out ≤ d_in / 4, e.g. the 10-class output layer) and
     ``transpose_narrow`` is set, the product is computed as (dyᵀ x)ᵀ with the (d_out, d_in) result
-    materialized first: XLA:CPU's matmul is 3-5× faster producing the wide (d_out, d_in) result than
-    the narrow (d_in, d_out) one when timed alone; in a whole training step the gain is 0-6%
-    (benchmarks/RESULTS.md, "Where the step's time goes"). The optimization barrier keeps XLA from
-    folding the transpose back into the dot. Same products, summed over the batch; only the rounding
-    of the sums may differ.
+    materialized first: XLA:CPU's matmul is faster producing the wide result than the narrow one.
+    The optimization barrier keeps XLA from folding the transpose back into the dot. Same products,
+    summed over the batch; only the rounding of the sums may differ.
 
     ``transpose_narrow=False`` always computes xᵀ dy. Vmapped sweeps use it (``MLPConfig.
     weight_grad_layout = "plain"``): there XLA computes all members' gradients on the shared batch
-    as one product, and in the transposed form Adam then reads each member's (d_in, d_out) gradient
-    out of the (K·d_out, d_in) result with a stride of d_in floats, megabytes out of cache; with the
-    plain form a K = 16 epoch of 784-100-10 takes 0.91× the time (7 paired rounds, RESULTS.md).
+    as one product, and in the transposed form Adam would read each member's (d_in, d_out) gradient
+    out of the (K·d_out, d_in) result with a stride of d_in floats. Both choices are measured in
+    benchmarks/RESULTS.md ("Where the step's time goes" and the sweep section).
     """
     out_dtype = dy.dtype
     dy = dy.astype(x.dtype)  # mixed precision: x is the bfloat16 cache

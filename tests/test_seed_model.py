@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments import seed_model as seed
+
 from conftest import tree_rel_diff
-from jaxmlp import seed
 
 
 @pytest.mark.parametrize("setup", [seed.SeedSetup(), seed.SeedSetup(stable_softmax=True, bias=True)],

@@ -1,0 +1,173 @@
+"""Outputs shared by ``fit``, sweeps, checkpoints, downloads and experiments: the one atomic writer,
+metrics CSV, summary JSON, the matplotlib set-up, the plots and the progress bar.
+
+Contract::
+
+    with atomic_write(path, "wb") as f: f.write(data)   # temp file beside path, fsync, rename
+    write_csv(path, rows)                                # rows: list of dicts with the same keys
+    write_json(path, obj)
+    plt = pyplot()                                       # matplotlib's pyplot on the Agg backend
+    save_figure(fig, path)                               # atomically, then closes the figure
+    plot_curves(history, path)                           # fit's loss / accuracy curves
+    plot_sweep(rows, history, axes, out_dir)             # a sweep's heatmap.png or curves.png
+    bar = progress(iterable, enabled, desc="training"); say(bar, line, log)
+
+Every file is written to a temp name in the target's folder, flushed and fsynced, then renamed over
+the target with ``os.replace``: a crash or an exception leaves the old file or the new one, never half
+of either, and no temp file behind. This module imports nothing from jaxmlp (matplotlib and tqdm are
+imported when first used).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode: str = "w", *, newline=None):
+    """Open a temp file beside ``path`` for writing (``mode`` "w" or "wb"); on a clean exit fsync it
+    and rename it over ``path``; on an exception delete it and leave ``path`` as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would make the outputs unreadable to others
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": newline, "encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_csv(path, rows: list) -> None:
+    """``rows`` (dicts sharing their keys, in order) as a CSV file with a header line."""
+    with atomic_write(path, newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["epoch"])
+        w.writeheader()
+        w.writerows(rows)
+
+
+def write_json(path, obj) -> None:
+    with atomic_write(path) as f:
+        f.write(json.dumps(obj, indent=2) + "\n")
+
+
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path, dpi: int = 100) -> None:
+    """Lay out ``fig``, write it to ``path`` (format from the suffix) atomically, close it."""
+    path = Path(path)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    pyplot().close(fig)
+
+
+def progress(iterable, enabled: bool, desc: str = "training", unit: str = "epoch"):
+    """A tqdm bar over ``iterable`` when enabled, else the iterable itself."""
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=desc, unit=unit, leave=False)
+
+
+def say(bar, line: str, log) -> None:
+    """Print ``line`` above a progress bar (tqdm.write) when ``log`` is print, else ``log(line)``."""
+    if hasattr(bar, "write") and log is print:
+        bar.write(line)
+    else:
+        log(line)
+
+
+def plot_curves(history: list, path) -> None:
+    """Loss and accuracy per epoch (train during the epoch, dev after it), two panels."""
+    plt = pyplot()
+    ep = [r["epoch"] for r in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(ep, [r["train_loss"] for r in history], label="train (cost during the epoch)")
+    a.plot(ep, [r["dev_loss"] for r in history], label="dev")
+    a.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
+    a.legend()
+    b.plot(ep, [r["train_accuracy"] for r in history], label="train (during the epoch)")
+    b.plot(ep, [r["dev_accuracy"] for r in history], label="dev")
+    b.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
+    b.legend()
+    save_figure(fig, path)
+
+
+def plot_sweep(rows: list, history: list, axes: list, out: Path) -> None:
+    """A sweep's picture: ``heatmap.png`` of dev accuracy over two axes, or ``curves.png`` (dev accuracy
+    against one axis, and each value's learning curve); nothing for more axes. ``rows``: one dict per
+    member; ``history``: per epoch, {"dev_accuracy": list over members}."""
+    plt = pyplot()
+    axes = list(axes)
+    if len({r["hidden"] for r in rows}) > 1:
+        axes = axes + ["hidden"]
+    if len(axes) == 2:
+        a, b = axes
+        va, vb = sorted({r[a] for r in rows}, key=_key), sorted({r[b] for r in rows}, key=_key)
+        grid_ = np.full((len(va), len(vb)), np.nan)
+        for i, x in enumerate(va):
+            for j, y in enumerate(vb):
+                accs = [r["dev_accuracy"] for r in rows if r[a] == x and r[b] == y]
+                grid_[i, j] = np.nanmean(accs) if not all(np.isnan(accs)) else np.nan
+        fig, ax = plt.subplots(figsize=(1.2 * len(vb) + 3, 0.6 * len(va) + 2.5))
+        im = ax.imshow(grid_, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(vb)), [_fmt(v) for v in vb])
+        ax.set_yticks(range(len(va)), [_fmt(v) for v in va])
+        ax.set(xlabel=b, ylabel=a, title="dev accuracy (mean over seeds; blank = diverged)")
+        for i in range(len(va)):
+            for j in range(len(vb)):
+                if np.isfinite(grid_[i, j]):
+                    light = im.norm(grid_[i, j]) > 0.6  # dark text on the bright end of viridis
+                    ax.text(j, i, f"{grid_[i, j]:.3f}", ha="center", va="center", fontsize=8,
+                            color="k" if light else "w")
+        fig.colorbar(im, ax=ax, label="dev accuracy")
+        save_figure(fig, out / "heatmap.png")
+    elif len(axes) == 1:
+        (a,) = axes
+        vals = sorted({r[a] for r in rows}, key=_key)
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+        means = [np.nanmean([r["dev_accuracy"] for r in rows if r[a] == v] or [np.nan]) for v in vals]
+        xs = list(range(len(vals))) if a == "hidden" else vals
+        left.plot(xs, means, "o-")
+        if a != "hidden" and min(vals) > 0 and max(vals) / min(vals) > 50:
+            left.set_xscale("log")
+        if a == "hidden":
+            left.set_xticks(xs, vals)
+        left.set(xlabel=a, ylabel="final dev accuracy (mean over seeds)", title=f"dev accuracy vs {a}")
+        epochs = range(1, len(history) + 1)
+        for v in vals:
+            members = [r["member"] for r in rows if r[a] == v]
+            curve = [np.nanmean([ep["dev_accuracy"][m] for m in members]) for ep in history]
+            right.plot(epochs, curve, label=f"{a}={_fmt(v)}")
+        right.set(xlabel="epoch", ylabel="dev accuracy", title="learning curves")
+        right.legend(fontsize=7)
+        save_figure(fig, out / "curves.png")
+
+
+def _key(v):
+    return (0, v) if isinstance(v, (int, float)) else (1, [int(s) for s in str(v).split(",") if s])
+
+
+def _fmt(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)

@@ -1,0 +1,169 @@
+"""The run loop: fit's files, best parameters, early stopping, divergence, resume, mixed precision."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxmlp
+from jaxmlp import checkpoint, data, run, step
+from jaxmlp.hyper import Hyper
+from jaxmlp.mlp import MLPConfig
+
+from conftest import make_idx_dataset
+from helpers import leaves_equal, small_tc
+
+
+def test_fit_learns_and_writes_its_files(tiny, tmp_path):
+    tc = small_tc(epochs=8)
+    res = run.fit(tiny, tc, Hyper(learning_rate=3e-3), out_dir=tmp_path, progress=False, log=lambda s: None)
+    assert res.summary["test_accuracy"] > 0.9  # separable toy problem: chance is 0.1
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert len(rows) == 8 and {"epoch", "train_loss", "dev_accuracy", "seconds"} <= set(rows[0])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for k in ("test_accuracy", "dev_accuracy", "epochs", "seconds", "examples_per_second", "config"):
+        assert k in summary
+    assert summary["examples_per_second"] > 0 and summary["config"]["model"]["sizes"] == [16, 32, 10]
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    tc2, _, params, bn_state, norm, meta = run.load_model(tmp_path / "checkpoint.npz")
+    assert tc2 == tc and norm == tiny.normalizer
+    acc, _ = step.evaluate(params, bn_state, tiny.x_test, tiny.y_test, config=tc.model)
+    assert acc == pytest.approx(res.summary["test_accuracy"])
+
+
+def test_best_parameters_are_saved_with_ema_and_batchnorm(tiny, tmp_path):
+    tc = small_tc(epochs=3, model=MLPConfig(sizes=(16, 32, 10), batchnorm=True))
+    res = run.fit(tiny, tc, Hyper(learning_rate=3e-3, ema_decay=0.9), out_dir=tmp_path, progress=False,
+                    log=lambda s: None)
+    best_epoch = res.summary["best_epoch"]
+    assert res.summary["dev_accuracy"] == max(r["dev_accuracy"] for r in res.history)
+    assert res.history[best_epoch - 1]["dev_accuracy"] == res.summary["dev_accuracy"]
+    _, _, params, bn_state, _, _ = run.load_model(tmp_path / "checkpoint.npz")
+    assert leaves_equal(params, res.best_params) and leaves_equal(bn_state, res.best_bn_state)
+
+
+def test_early_stopping_on_dev_accuracy(tiny):
+    tc = small_tc(epochs=50, patience=2)
+    res = run.fit(tiny, tc, Hyper(learning_rate=3e-3), progress=False, log=lambda s: None)
+    assert res.summary["stopped_early"] and res.summary["epochs"] < 50
+    assert res.summary["epochs"] == res.summary["best_epoch"] + 2
+
+
+def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tiny, tmp_path):
+    # the learning rate grows ×1e6 per epoch (16 steps): epoch 1 trains, later ones overflow
+    tc = small_tc(epochs=6, optimizer="sgd", schedule="exponential")
+    hyper = Hyper(learning_rate=0.05, decay_rate=1e6, decay_steps=16)
+    with pytest.raises(run.TrainingDiverged, match=r"non-finite at epoch (\d+), step (\d+) .*lower the "
+                                                     r"learning rate.*last good checkpoint") as e:
+        run.fit(tiny, tc, hyper, out_dir=tmp_path, progress=False, log=lambda s: None)
+    assert "\n" not in str(e.value)
+    meta, arrays = checkpoint.load(tmp_path / "checkpoint.npz")
+    assert 1 <= meta["epoch"] < 6
+    assert all(np.isfinite(a).all() for k, a in arrays.items() if a.dtype.kind == "f")
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny, tmp_path):
+    model = MLPConfig(sizes=(16, 32, 10), batchnorm=True)
+    hyper = Hyper(learning_rate=3e-3, dropout_rate=0.2, ema_decay=0.999)
+    full = run.fit(tiny, small_tc(epochs=4, model=model), hyper, out_dir=tmp_path / "a",
+                     progress=False, log=lambda s: None)
+    run.fit(tiny, small_tc(epochs=2, model=model), hyper, out_dir=tmp_path / "b",
+              progress=False, log=lambda s: None)
+    resumed = run.fit(tiny, small_tc(epochs=4, model=model), hyper, out_dir=tmp_path / "b",
+                        resume=True, progress=False, log=lambda s: None)
+    assert leaves_equal(full.state, resumed.state)
+    assert [r["train_loss"] for r in full.history] == [r["train_loss"] for r in resumed.history]
+
+
+def test_resume_with_more_epochs_extends_the_cosine_horizon(tiny, tmp_path):
+    """A 2-epoch cosine run resumed with epochs=3 trains epoch 3 on the 3-epoch schedule (not at
+    learning rate 0, the decayed end of the 2-epoch one)."""
+    hyper = Hyper(learning_rate=3e-3)
+    short = run.fit(tiny, small_tc(epochs=2, schedule="cosine"), hyper, out_dir=tmp_path / "a",
+                      progress=False, log=lambda s: None)
+    longer = run.fit(tiny, small_tc(epochs=3, schedule="cosine"), hyper, out_dir=tmp_path / "a", resume=True,
+                       progress=False, log=lambda s: None)
+    full = run.fit(tiny, small_tc(epochs=3, schedule="cosine"), hyper, progress=False, log=lambda s: None)
+    steps = tiny.x_train.shape[0] // 50
+    assert longer.summary["hyper"]["total_steps"] == full.summary["hyper"]["total_steps"] == 3 * steps
+    assert longer.history[2]["learning_rate"] == full.history[2]["learning_rate"] > 0
+    assert not leaves_equal(short.state.params, longer.state.params)  # epoch 3 moved the weights
+
+
+def test_resume_refuses_a_different_configuration(tiny, tmp_path):
+    run.fit(tiny, small_tc(epochs=1), Hyper(), out_dir=tmp_path, progress=False, log=lambda s: None)
+    with pytest.raises(checkpoint.CheckpointError, match="different configuration"):
+        run.fit(tiny, small_tc(epochs=2, optimizer="sgd"), Hyper(), out_dir=tmp_path, resume=True,
+                  progress=False, log=lambda s: None)
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint"):
+        run.fit(tiny, small_tc(epochs=2), Hyper(), out_dir=tmp_path / "none", resume=True,
+                  progress=False, log=lambda s: None)
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(batch_size=5000), "batch size 5000 is larger than the 800 training examples"),
+    (dict(model=MLPConfig(sizes=(20, 10))), "does not fit data with 16 features"),
+])
+def test_fit_rejects_mismatches(tiny, kw, message):
+    with pytest.raises(ValueError, match=message):
+        run.fit(tiny, small_tc(**kw), Hyper(), progress=False, log=lambda s: None)
+
+
+def test_mixed_precision_fit_learns_and_keeps_float32_state(tiny, tmp_path):
+    """bfloat16 matmuls train the toy problem as float32 does (> 0.9; chance 0.1), the parameters,
+    optimizer state and checkpoint stay float32, and the config records the mode."""
+    tc = small_tc(epochs=8, model=MLPConfig(sizes=(16, 32, 10), matmul_dtype="bfloat16"))
+    res = run.fit(tiny, tc, Hyper(learning_rate=3e-3), out_dir=tmp_path, progress=False, log=lambda s: None)
+    assert res.summary["test_accuracy"] > 0.9
+    assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves((res.state.params, res.state.opt_state.mu)))
+    tc2, _, params, _, _, _ = run.load_model(tmp_path / "checkpoint.npz")
+    assert tc2.model.matmul_dtype == "bfloat16" and params[0]["W"].dtype == jnp.float32
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def fixture_data(tmp_path_factory):
+    """The data the 0.1.0 fixture checkpoints were trained and evaluated on."""
+    folder = make_idx_dataset(tmp_path_factory.mktemp("idx010"), n_train=60, n_test=20, side=4)
+    return data.load_dataset("mnist", folder, dev_size=12, seed=0)
+
+
+@pytest.mark.parametrize("name, dropout, ema, accuracy, loss", [
+    ("v0.1.0_bn_dropout_ema", 0.2, 0.9, 0.05, 2.637713623046875),
+    ("v0.1.0_plain", None, None, 0.1, 2.6576745986938475),
+])
+def test_checkpoints_written_by_0_1_0_still_load(fixture_data, name, dropout, ema, accuracy, loss):
+    """Files written by jaxmlp 0.1.0 (format 1, switches in the config): their switches become Hyper's
+    None / numbers, and the model evaluates to what 0.1.0 measured on the same data (float32 sums in
+    the same order: 1e-6 relative)."""
+    tc, hyper, params, bn_state, norm, meta = run.load_model(FIXTURES / f"{name}.npz")
+    assert meta["format_version"] == 1
+    assert hyper.dropout_rate == pytest.approx(dropout) if dropout else hyper.dropout_rate is None
+    assert hyper.ema_decay == pytest.approx(ema) if ema else hyper.ema_decay is None
+    acc, got = step.evaluate(params, bn_state, fixture_data.x_test, fixture_data.y_test, config=tc.model)
+    assert acc == pytest.approx(accuracy) and got == pytest.approx(loss, rel=1e-6)
+
+
+def test_a_0_1_0_run_resumes(fixture_data, tmp_path):
+    shutil.copy(FIXTURES / "v0.1.0_bn_dropout_ema.npz", tmp_path / "checkpoint.npz")
+    tc = step.TrainConfig(model=MLPConfig(sizes=(16, 8, 10), batchnorm=True), batch_size=16, epochs=3,
+                          schedule="cosine")
+    res = run.fit(fixture_data, tc, Hyper(learning_rate=3e-3, dropout_rate=0.2, ema_decay=0.9), out_dir=tmp_path,
+                  resume=True, progress=False, log=lambda s: None)
+    assert [r["epoch"] for r in res.history] == [1, 2, 3] and res.state.ema is not None
+    meta, _ = checkpoint.load(tmp_path / "checkpoint.npz")
+    assert meta["format_version"] == checkpoint.FORMAT_VERSION and meta["jaxmlp_version"] == jaxmlp.__version__
+
+
+def test_unreadable_metadata_names_the_version_that_wrote_it(tmp_path):
+    meta, arrays = checkpoint.load(FIXTURES / "v0.1.0_plain.npz")
+    np.savez(tmp_path / "bad.npz", __meta__=np.array(json.dumps({**meta, "config": {"epochs": 2}})), **arrays)
+    with pytest.raises(checkpoint.CheckpointError, match=r"bad.npz: .*written by jaxmlp 0\.1\.0"):
+        run.load_model(tmp_path / "bad.npz")
