@@ -60,13 +60,16 @@ def components(sizes, batch, steps, x, y):
     def gather(x, y, idx):
         def body(acc, rows):
             return acc + jnp.sum(jnp.take(x, rows, axis=0)) + jnp.sum(jnp.take(y, rows, axis=0)), None
+
         return jax.lax.scan(body, jnp.float32(0), idx)[0]
 
     def forward(params, x, y, idx):
         def body(acc, rows):
-            logits, _ = jm.forward(params, ts.bn_state, jnp.take(x, rows, axis=0), config=config, hyper=hyper,
-                                   train=True, key=key)
+            logits, _ = jm.forward(
+                params, ts.bn_state, jnp.take(x, rows, axis=0), config=config, hyper=hyper, train=True, key=key
+            )
             return acc + losses.cross_entropy_forward(logits, jnp.take(y, rows, axis=0))[0], None
+
         return jax.lax.scan(body, jnp.float32(0), idx)[0]
 
     def grads_sgd(params, x, y, idx, grad_fn):
@@ -74,6 +77,7 @@ def components(sizes, batch, steps, x, y):
             batch_ = (jnp.take(x, rows, axis=0), jnp.take(y, rows, axis=0))
             cost, g, _, _ = grad_fn(params, ts.bn_state, batch_, hyper, key, config=config)
             return jax.tree_util.tree_map(lambda p, g: p - 1e-3 * g, params, g), cost
+
         return jax.lax.scan(body, params, idx)
 
     grads = jax.tree_util.tree_map(lambda p: 1e-3 * p, ts.params)
@@ -85,6 +89,7 @@ def components(sizes, batch, steps, x, y):
             p, s = c
             u, s = opt.update(grads, s, p, hyper)
             return (jm.optim.apply_updates(p, u), s), None
+
         return jax.lax.scan(body, (params, opt_state), None, length=steps)[0]
 
     def epoch(ts, hyper, x, y, grad_fn, tc=tc):  # the library's epoch on a fixed batch order
@@ -105,11 +110,15 @@ def components(sizes, batch, steps, x, y):
     # the same epoch with every weight gradient as xᵀdy (the plain layout), for a before/after in one run
     plain_tc = replace(tc, model=replace(config, weight_grad_layout="plain"))
     plain = partial(epoch, grad_fn=jm.loss_and_grads, tc=plain_tc)
-    compiled["step/manual, dW=xᵀdy"] = (jax.jit(plain).lower(ts, hyper, x, y).compile(compiler_options=options),
-                                        (ts, hyper, x, y))
+    compiled["step/manual, dW=xᵀdy"] = (
+        jax.jit(plain).lower(ts, hyper, x, y).compile(compiler_options=options),
+        (ts, hyper, x, y),
+    )
     # the same epoch with XLA's default options (before jaxmlp.compiler: per-step weight copies)
-    compiled["step/manual, XLA defaults"] = (jax.jit(partial(epoch, grad_fn=jm.loss_and_grads)).lower(
-        ts, hyper, x, y).compile(), (ts, hyper, x, y))
+    compiled["step/manual, XLA defaults"] = (
+        jax.jit(partial(epoch, grad_fn=jm.loss_and_grads)).lower(ts, hyper, x, y).compile(),
+        (ts, hyper, x, y),
+    )
     # the floors run in the same rounds as the components (bandwidth_program moves Adam's 28 bytes per
     # parameter per step, so its time per step is the Adam floor)
     compiled["matmul floor"] = matmul_floor_program(sizes, batch, steps)
@@ -190,11 +199,20 @@ def main():
     secs = {n: statistics.median(v) for n, v in interleaved(compiled, args.repeats).items()}
     ms = {n: 1e3 * s / steps for n, s in secs.items()}
     flops = matmul_flops_per_step(sizes, args.batch)
-    out = {"sizes": list(sizes), "batch": args.batch, "steps": steps, "data": source,
-           "backend": jax.default_backend(), "jax": jax.__version__, "ms_per_step": ms,
-           "matmul_flops_per_step": flops}
-    print(f"net {'-'.join(map(str, sizes))}, batch {args.batch}, {steps} steps per scan, data {source}, "
-          f"backend {jax.default_backend()}, median of {args.repeats}")
+    out = {
+        "sizes": list(sizes),
+        "batch": args.batch,
+        "steps": steps,
+        "data": source,
+        "backend": jax.default_backend(),
+        "jax": jax.__version__,
+        "ms_per_step": ms,
+        "matmul_flops_per_step": flops,
+    }
+    print(
+        f"net {'-'.join(map(str, sizes))}, batch {args.batch}, {steps} steps per scan, data {source}, "
+        f"backend {jax.default_backend()}, median of {args.repeats}"
+    )
     step = ms["step/manual"]
     print(f"{'component':<22} {'ms/step':>9} {'of step':>8}")
     for n, v in ms.items():
@@ -225,7 +243,7 @@ def main():
                 ops = per_op_ms(Path(args.trace) / tag, steps, text)
                 out[f"ops_{tag}"] = ops
                 print(f"per-op time in one epoch, {tag} (ms per step; ops of a step may overlap on 2 threads)")
-                for op, (op_ms, what) in list(ops.items())[:args.top]:
+                for op, (op_ms, what) in list(ops.items())[: args.top]:
                     print(f"  {op_ms:7.3f}  {op:<34} {what}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")

@@ -62,8 +62,15 @@ def bench(sizes, batch, repeats, x, y, matmul_dtype="float32", unroll=1):
     ts = jm.init_state(jax.random.PRNGKey(0), tc, hyper)
     steps = x.shape[0] // batch
     n_params = sum(leaf.size for leaf in jax.tree_util.tree_leaves(ts.params))
-    out = {"sizes": list(sizes), "batch": batch, "steps_per_epoch": steps, "params": n_params,
-           "matmul_dtype": matmul_dtype, "scan_unroll": unroll, "compiler_options": jm.epoch_options()}
+    out = {
+        "sizes": list(sizes),
+        "batch": batch,
+        "steps_per_epoch": steps,
+        "params": n_params,
+        "matmul_dtype": matmul_dtype,
+        "scan_unroll": unroll,
+        "compiler_options": jm.epoch_options(),
+    }
     compiled = {}
     # the library's epoch (step._epoch with the hand-written gradients is exactly jm.train_epoch) and the
     # same epoch with jax.grad's gradients
@@ -74,14 +81,14 @@ def bench(sizes, batch, repeats, x, y, matmul_dtype="float32", unroll=1):
         compiled[name] = fn.lower(ts, hyper, x, y).compile(compiler_options=jm.epoch_options())
         out[f"{name}_compile_s"] = time.perf_counter() - t
         mem = compiled[name].memory_analysis()  # XLA's buffer assignment: arguments + outputs + temporaries
-        out[f"{name}_peak_mb"] = (getattr(mem, "peak_memory_in_bytes", 0) or
-                                  mem.argument_size_in_bytes + mem.output_size_in_bytes
-                                  + mem.temp_size_in_bytes - mem.alias_size_in_bytes) / 2**20
+        out[f"{name}_peak_mb"] = (
+            getattr(mem, "peak_memory_in_bytes", 0)
+            or mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes - mem.alias_size_in_bytes
+        ) / 2**20
     # The two paths and the two floor programs are timed INTERLEAVED, round by round (alternating
     # the order), so drift in this noisy machine's speed hits all alike and every ratio is paired.
     flops = matmul_flops_per_step(sizes, batch)
-    mm_fn = matmul_floor_program(sizes, batch, steps,
-                                 dtype=jnp.bfloat16 if matmul_dtype == "bfloat16" else jnp.float32)
+    mm_fn = matmul_floor_program(sizes, batch, steps, dtype=jnp.bfloat16 if matmul_dtype == "bfloat16" else jnp.float32)
     progs = {n: (c, (ts, hyper, x, y)) for n, c in compiled.items()}
     progs.update(floor_matmul=mm_fn, floor_adam=bandwidth_program(n_params, steps))
     times = interleaved(progs, repeats)
@@ -97,10 +104,15 @@ def bench(sizes, batch, repeats, x, y, matmul_dtype="float32", unroll=1):
     mm_step = statistics.median(times["floor_matmul"]) / steps
     opt_bytes = 7 * 4 * n_params
     bw = opt_bytes / (statistics.median(times["floor_adam"]) / steps)
-    out.update(matmul_flops_per_step=flops, flops_per_example=flops / batch,
-               matmul_gflops=flops / mm_step / 1e9,
-               bandwidth_gb_s=bw / 1e9, optimizer_bytes_per_step=opt_bytes,
-               floor_step_s=statistics.median(floor_all), floor_step_s_all=floor_all)
+    out.update(
+        matmul_flops_per_step=flops,
+        flops_per_example=flops / batch,
+        matmul_gflops=flops / mm_step / 1e9,
+        bandwidth_gb_s=bw / 1e9,
+        optimizer_bytes_per_step=opt_bytes,
+        floor_step_s=statistics.median(floor_all),
+        floor_step_s_all=floor_all,
+    )
     out["floor_examples_per_s"] = batch / out["floor_step_s"]
     for name in ("manual", "autodiff"):  # per-round ratio to that round's floor
         ratios = [t / steps / f for t, f in zip(times[name], floor_all)]
@@ -109,8 +121,7 @@ def bench(sizes, batch, repeats, x, y, matmul_dtype="float32", unroll=1):
     # paired per round: autodiff epoch time / manual epoch time (> 1: the hand-written step is faster)
     pairs = [a / m for a, m in zip(times["autodiff"], times["manual"])]
     med, lo, hi = median_ci(pairs)
-    out.update(manual_speedup_pairs=pairs, manual_speedup_over_autodiff=med,
-               manual_speedup_ci95=[lo, hi])
+    out.update(manual_speedup_pairs=pairs, manual_speedup_over_autodiff=med, manual_speedup_ci95=[lo, hi])
     return out
 
 
@@ -126,25 +137,40 @@ def main():
     sizes = (784, *[int(h) for h in args.hidden.split(",")], 10)
     x, y, source = load_data(50_000)
     rows = [bench(sizes, b, args.repeats, x, y, args.matmul_dtype, args.unroll) for b in args.batch]
-    print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__}, "
-          f"data {source}, net {'-'.join(map(str, sizes))}, Adam, matmuls {args.matmul_dtype}, "
-          f"scan unroll {args.unroll}, median of {args.repeats} epochs (paths interleaved)")
-    print(f"{'batch':>5} {'manual ex/s':>12} {'autodiff ex/s':>14} {'manual/autodiff [95% CI]':>26} "
-          f"{'floor ex/s':>11} {'manual/floor [95% CI]':>23} {'autodiff/floor':>15} {'GFLOP/s mm':>11} {'GB/s':>7} "
-          f"{'MFLOP/ex':>9} {'compile s m/a':>14} {'peak MB m/a':>12}")
+    print(
+        f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__}, "
+        f"data {source}, net {'-'.join(map(str, sizes))}, Adam, matmuls {args.matmul_dtype}, "
+        f"scan unroll {args.unroll}, median of {args.repeats} epochs (paths interleaved)"
+    )
+    print(
+        f"{'batch':>5} {'manual ex/s':>12} {'autodiff ex/s':>14} {'manual/autodiff [95% CI]':>26} "
+        f"{'floor ex/s':>11} {'manual/floor [95% CI]':>23} {'autodiff/floor':>15} {'GFLOP/s mm':>11} {'GB/s':>7} "
+        f"{'MFLOP/ex':>9} {'compile s m/a':>14} {'peak MB m/a':>12}"
+    )
     for r in rows:
-        print(f"{r['batch']:>5} {r['manual_examples_per_s']:>12.0f} {r['autodiff_examples_per_s']:>14.0f} "
-              f"{r['manual_speedup_over_autodiff']:>9.3f} [{r['manual_speedup_ci95'][0]:.3f}, "
-              f"{r['manual_speedup_ci95'][1]:.3f}] {r['floor_examples_per_s']:>11.0f} "
-              f"{r['manual_vs_floor']:>7.3f} [{r['manual_vs_floor_ci95'][0]:.3f}, {r['manual_vs_floor_ci95'][1]:.3f}] "
-              f"{r['autodiff_vs_floor']:>15.3f} {r['matmul_gflops']:>11.1f} "
-              f"{r['bandwidth_gb_s']:>7.1f} {r['flops_per_example'] / 1e6:>9.2f} "
-              f"{r['manual_compile_s']:>6.2f}/{r['autodiff_compile_s']:<7.2f} "
-              f"{r['manual_peak_mb']:>5.0f}/{r['autodiff_peak_mb']:<6.0f}")
+        print(
+            f"{r['batch']:>5} {r['manual_examples_per_s']:>12.0f} {r['autodiff_examples_per_s']:>14.0f} "
+            f"{r['manual_speedup_over_autodiff']:>9.3f} [{r['manual_speedup_ci95'][0]:.3f}, "
+            f"{r['manual_speedup_ci95'][1]:.3f}] {r['floor_examples_per_s']:>11.0f} "
+            f"{r['manual_vs_floor']:>7.3f} [{r['manual_vs_floor_ci95'][0]:.3f}, {r['manual_vs_floor_ci95'][1]:.3f}] "
+            f"{r['autodiff_vs_floor']:>15.3f} {r['matmul_gflops']:>11.1f} "
+            f"{r['bandwidth_gb_s']:>7.1f} {r['flops_per_example'] / 1e6:>9.2f} "
+            f"{r['manual_compile_s']:>6.2f}/{r['autodiff_compile_s']:<7.2f} "
+            f"{r['manual_peak_mb']:>5.0f}/{r['autodiff_peak_mb']:<6.0f}"
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
-                       "jax": jax.__version__, "data": source, "rows": rows}, f, indent=2)
+            json.dump(
+                {
+                    "backend": jax.default_backend(),
+                    "device": jax.devices()[0].device_kind,
+                    "jax": jax.__version__,
+                    "data": source,
+                    "rows": rows,
+                },
+                f,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

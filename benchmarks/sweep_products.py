@@ -52,32 +52,84 @@ def main():
     x, w1, dy1 = full(b, d_in), full(k, d_in, h), full(k, b, h)
     h1, w2, dy2 = full(k, b, h), full(k, h, d_out), full(k, b, d_out)
     rows = [  # (name, fn, operands, FLOPs, reps)
-        ("first layer forward, merged: (B, 784) @ (784, K·H)", jnp.dot, (x, full(d_in, k * h)),
-         2 * b * d_in * k * h, 100),
-        ("first layer forward as vmap lays it out: x @ W1[k]", lambda a, w: jnp.einsum("bi,kio->kbo", a, w),
-         (x, w1), 2 * b * d_in * k * h, 100),
-        ("first layer weight gradient: (784, B) @ (B, K·H)", jnp.dot, (full(d_in, b), full(b, k * h)),
-         2 * b * d_in * k * h, 100),
-        ("first layer weight gradient as vmap: xᵀ dy[k]", lambda d, a: jnp.einsum("bi,kbo->kio", a, d),
-         (dy1, x), 2 * b * d_in * k * h, 100),
-        ("layer 2 forward, K × (B, H) @ (H, 10)", lambda a, w: jnp.einsum("kbi,kio->kbo", a, w), (h1, w2),
-         2 * k * b * h * d_out, 500),
-        ("layer 2 weight gradient, K × (H, B) @ (B, 10)", lambda a, d: jnp.einsum("kbi,kbo->kio", a, d),
-         (h1, dy2), 2 * k * b * h * d_out, 500),
-        ("layer 2 input gradient, K × (B, 10) @ (10, H)", lambda d, w: jnp.einsum("kbo,kio->kbi", d, w),
-         (dy2, w2), 2 * k * b * h * d_out, 500),
+        (
+            "first layer forward, merged: (B, 784) @ (784, K·H)",
+            jnp.dot,
+            (x, full(d_in, k * h)),
+            2 * b * d_in * k * h,
+            100,
+        ),
+        (
+            "first layer forward as vmap lays it out: x @ W1[k]",
+            lambda a, w: jnp.einsum("bi,kio->kbo", a, w),
+            (x, w1),
+            2 * b * d_in * k * h,
+            100,
+        ),
+        (
+            "first layer weight gradient: (784, B) @ (B, K·H)",
+            jnp.dot,
+            (full(d_in, b), full(b, k * h)),
+            2 * b * d_in * k * h,
+            100,
+        ),
+        (
+            "first layer weight gradient as vmap: xᵀ dy[k]",
+            lambda d, a: jnp.einsum("bi,kbo->kio", a, d),
+            (dy1, x),
+            2 * b * d_in * k * h,
+            100,
+        ),
+        (
+            "layer 2 forward, K × (B, H) @ (H, 10)",
+            lambda a, w: jnp.einsum("kbi,kio->kbo", a, w),
+            (h1, w2),
+            2 * k * b * h * d_out,
+            500,
+        ),
+        (
+            "layer 2 weight gradient, K × (H, B) @ (B, 10)",
+            lambda a, d: jnp.einsum("kbi,kbo->kio", a, d),
+            (h1, dy2),
+            2 * k * b * h * d_out,
+            500,
+        ),
+        (
+            "layer 2 input gradient, K × (B, 10) @ (10, H)",
+            lambda d, w: jnp.einsum("kbo,kio->kbi", d, w),
+            (dy2, w2),
+            2 * k * b * h * d_out,
+            500,
+        ),
         ("one member: first layer forward (B, 784) @ (784, H)", jnp.dot, (x, full(d_in, h)), 2 * b * d_in * h, 1000),
         ("one member: first layer weight gradient", jnp.dot, (full(d_in, b), full(b, h)), 2 * b * d_in * h, 1000),
-        ("one member: layer 2 forward (B, H) @ (H, 10)", jnp.dot, (full(b, h), full(h, d_out)),
-         2 * b * h * d_out, 3000),
-        ("one member: layer 2 weight gradient (H, B) @ (B, 10)", jnp.dot, (full(h, b), full(b, d_out)),
-         2 * b * h * d_out, 3000),
-        ("one member: layer 2 input gradient (B, 10) @ (10, H)", jnp.dot, (full(b, d_out), full(d_out, h)),
-         2 * b * h * d_out, 3000),
-        ("peak: 1024 × 1024 × 1024", jnp.dot, (full(1024, 1024), full(1024, 1024)), 2 * 1024 ** 3, 30),
+        (
+            "one member: layer 2 forward (B, H) @ (H, 10)",
+            jnp.dot,
+            (full(b, h), full(h, d_out)),
+            2 * b * h * d_out,
+            3000,
+        ),
+        (
+            "one member: layer 2 weight gradient (H, B) @ (B, 10)",
+            jnp.dot,
+            (full(h, b), full(b, d_out)),
+            2 * b * h * d_out,
+            3000,
+        ),
+        (
+            "one member: layer 2 input gradient (B, 10) @ (10, H)",
+            jnp.dot,
+            (full(b, d_out), full(d_out, h)),
+            2 * b * h * d_out,
+            3000,
+        ),
+        ("peak: 1024 × 1024 × 1024", jnp.dot, (full(1024, 1024), full(1024, 1024)), 2 * 1024**3, 30),
     ]
-    print(f"backend {jax.default_backend()}, jax {jax.__version__}; K = {k}, 784-{h}-10, batch {b}; "
-          f"{args.repeats} rounds, every product once per round (order alternating); medians")
+    print(
+        f"backend {jax.default_backend()}, jax {jax.__version__}; K = {k}, 784-{h}-10, batch {b}; "
+        f"{args.repeats} rounds, every product once per round (order alternating); medians"
+    )
     progs = {name: (scan_of(fn, reps), ops) for name, fn, ops, _, reps in rows}
     times = interleaved(progs, args.repeats)  # seconds per scan, per round
     reps = {name: r for name, _, _, _, r in rows}
@@ -95,26 +147,44 @@ def main():
         "merged": [sum(v) for v in zip(ms[rows[0][0]], ms[rows[2][0]], *(ms[n] for n in layer2))],
         "single": [k * sum(v) for v in zip(*(ms[n] for n in one))],
     }
-    ceiling = {lay: sorted(s1 / sk for s1, sk in zip(per_round["single"], per_round[lay]))
-               for lay in ("vmap", "merged")}
-    summary = {"k_member_step_ms_vmap_layout": statistics.median(per_round["vmap"]),
-               "k_member_step_ms_merged": statistics.median(per_round["merged"]),
-               "k_single_steps_ms": statistics.median(per_round["single"]),
-               "ceiling_vmap_layout": statistics.median(ceiling["vmap"]),
-               "ceiling_vmap_layout_range": [ceiling["vmap"][0], ceiling["vmap"][-1]],
-               "ceiling_merged": statistics.median(ceiling["merged"]),
-               "ceiling_merged_range": [ceiling["merged"][0], ceiling["merged"][-1]]}
-    print(f"products of one K-member step: {summary['k_member_step_ms_vmap_layout']:.2f} ms as vmap lays them "
-          f"out, {summary['k_member_step_ms_merged']:.2f} ms merged; K single-member steps' products: "
-          f"{summary['k_single_steps_ms']:.2f} ms")
-    print(f"speed-up over K sequential runs that the matmuls alone allow (median of per-round ratios): "
-          f"{summary['ceiling_vmap_layout']:.2f}x [{ceiling['vmap'][0]:.2f}, {ceiling['vmap'][-1]:.2f}] "
-          f"as vmap lays them out, {summary['ceiling_merged']:.2f}x "
-          f"[{ceiling['merged'][0]:.2f}, {ceiling['merged'][-1]:.2f}] merged")
+    ceiling = {
+        lay: sorted(s1 / sk for s1, sk in zip(per_round["single"], per_round[lay])) for lay in ("vmap", "merged")
+    }
+    summary = {
+        "k_member_step_ms_vmap_layout": statistics.median(per_round["vmap"]),
+        "k_member_step_ms_merged": statistics.median(per_round["merged"]),
+        "k_single_steps_ms": statistics.median(per_round["single"]),
+        "ceiling_vmap_layout": statistics.median(ceiling["vmap"]),
+        "ceiling_vmap_layout_range": [ceiling["vmap"][0], ceiling["vmap"][-1]],
+        "ceiling_merged": statistics.median(ceiling["merged"]),
+        "ceiling_merged_range": [ceiling["merged"][0], ceiling["merged"][-1]],
+    }
+    print(
+        f"products of one K-member step: {summary['k_member_step_ms_vmap_layout']:.2f} ms as vmap lays them "
+        f"out, {summary['k_member_step_ms_merged']:.2f} ms merged; K single-member steps' products: "
+        f"{summary['k_single_steps_ms']:.2f} ms"
+    )
+    print(
+        f"speed-up over K sequential runs that the matmuls alone allow (median of per-round ratios): "
+        f"{summary['ceiling_vmap_layout']:.2f}x [{ceiling['vmap'][0]:.2f}, {ceiling['vmap'][-1]:.2f}] "
+        f"as vmap lays them out, {summary['ceiling_merged']:.2f}x "
+        f"[{ceiling['merged'][0]:.2f}, {ceiling['merged'][-1]:.2f}] merged"
+    )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"backend": jax.default_backend(), "jax": jax.__version__, "members": k, "hidden": h,
-                       "batch": b, "rows": out, **summary}, f, indent=2)
+            json.dump(
+                {
+                    "backend": jax.default_backend(),
+                    "jax": jax.__version__,
+                    "members": k,
+                    "hidden": h,
+                    "batch": b,
+                    "rows": out,
+                    **summary,
+                },
+                f,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

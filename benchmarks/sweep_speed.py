@@ -30,9 +30,13 @@ from jaxmlp import sweep
 def bench(k, tc, x, y, repeats, single):
     """K members' epoch, interleaved round by round with the single run ``single`` = (fn, args) and
     the two floor programs, so every ratio is paired."""
-    members = jm.grid(jm.Hyper(), {"learning_rate": list(jnp.geomspace(1e-4, 1e-2, k).tolist())},
-                      hidden=[tc.model.sizes[1:-1]]) if k > 1 else \
-        jm.grid(jm.Hyper(), {}, hidden=[tc.model.sizes[1:-1]])
+    members = (
+        jm.grid(
+            jm.Hyper(), {"learning_rate": list(jnp.geomspace(1e-4, 1e-2, k).tolist())}, hidden=[tc.model.sizes[1:-1]]
+        )
+        if k > 1
+        else jm.grid(jm.Hyper(), {}, hidden=[tc.model.sizes[1:-1]])
+    )
     wide_tc = sweep.padded_config(tc, members)  # as run_sweep builds it
     ts, masks, hyper = sweep.stack_members(members, tc, wide_tc)
     steps = x.shape[0] // tc.batch_size
@@ -50,22 +54,28 @@ def bench(k, tc, x, y, repeats, single):
     def sweep_epoch(key):  # interleaved() warms it up, draw included
         return compiled(ts, hyper, x, y, draw(key, x.shape[0], tc.batch_size), masks)
 
-    times = interleaved({
-        "sweep": (sweep_epoch, (jax.random.PRNGKey(1),)), "single": single,
-        "floor_matmul": matmul_floor_program(tc.model.sizes, tc.batch_size, steps, members=k),
-        "floor_adam": bandwidth_program(n_params, steps),  # Adam's 28 bytes per parameter per step
-    }, repeats)
+    times = interleaved(
+        {
+            "sweep": (sweep_epoch, (jax.random.PRNGKey(1),)),
+            "single": single,
+            "floor_matmul": matmul_floor_program(tc.model.sizes, tc.batch_size, steps, members=k),
+            "floor_adam": bandwidth_program(n_params, steps),  # Adam's 28 bytes per parameter per step
+        },
+        repeats,
+    )
     sec = statistics.median(times["sweep"])
     floor_all = [m + b for m, b in zip(times["floor_matmul"], times["floor_adam"])]  # epoch seconds
-    return {"members": k, "compile_s": compile_s, "epoch_s": sec,
-            "examples_per_s": k * steps * tc.batch_size / sec,
-            "single_epoch_s": statistics.median(times["single"]),
-            "speedup_vs_sequential": statistics.median(
-                [k * s1 / sk for s1, sk in zip(times["single"], times["sweep"])]),
-            "floor_epoch_s": statistics.median(floor_all),
-            "vs_floor": statistics.median([sk / f for sk, f in zip(times["sweep"], floor_all)]),
-            "floor_matmul_share": statistics.median(
-                [m / f for m, f in zip(times["floor_matmul"], floor_all)])}
+    return {
+        "members": k,
+        "compile_s": compile_s,
+        "epoch_s": sec,
+        "examples_per_s": k * steps * tc.batch_size / sec,
+        "single_epoch_s": statistics.median(times["single"]),
+        "speedup_vs_sequential": statistics.median([k * s1 / sk for s1, sk in zip(times["single"], times["sweep"])]),
+        "floor_epoch_s": statistics.median(floor_all),
+        "vs_floor": statistics.median([sk / f for sk, f in zip(times["sweep"], floor_all)]),
+        "floor_matmul_share": statistics.median([m / f for m, f in zip(times["floor_matmul"], floor_all)]),
+    }
 
 
 def main():
@@ -78,28 +88,51 @@ def main():
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     x, y, source = load_data(50_000)
-    tc = jm.TrainConfig(model=jm.MLPConfig(sizes=(784, args.hidden, 10)), optimizer="adam",
-                        batch_size=args.batch, scan_unroll=args.unroll)
+    tc = jm.TrainConfig(
+        model=jm.MLPConfig(sizes=(784, args.hidden, 10)),
+        optimizer="adam",
+        batch_size=args.batch,
+        scan_unroll=args.unroll,
+    )
     hyper = jm.Hyper().as_arrays()
     ts = jm.init_state(jax.random.PRNGKey(0), tc, hyper)
-    single = jax.jit(lambda ts, h: jm.train_epoch(ts, h, x, y, tc=tc)).lower(ts, hyper).compile(
-        compiler_options=jm.epoch_options())
+    single = (
+        jax.jit(lambda ts, h: jm.train_epoch(ts, h, x, y, tc=tc))
+        .lower(ts, hyper)
+        .compile(compiler_options=jm.epoch_options())
+    )
     rows = [bench(int(k), tc, x, y, args.repeats, (single, (ts, hyper))) for k in args.members.split(",")]
     single_s = statistics.median([r["single_epoch_s"] for r in rows])
-    print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__}, "
-          f"data {source}, net 784-{args.hidden}-10, Adam, batch {args.batch}, float32, scan unroll "
-          f"{args.unroll}; one epoch = "
-          f"{x.shape[0] // args.batch} steps; single run {x.shape[0] // args.batch * args.batch / single_s:.0f} ex/s")
-    print(f"{'K':>4} {'aggregate ex/s':>15} {'vs K sequential':>16} {'epoch s':>8} {'floor s':>8} "
-          f"{'epoch/floor':>12} {'compile s':>10}")
+    print(
+        f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__}, "
+        f"data {source}, net 784-{args.hidden}-10, Adam, batch {args.batch}, float32, scan unroll "
+        f"{args.unroll}; one epoch = "
+        f"{x.shape[0] // args.batch} steps; single run {x.shape[0] // args.batch * args.batch / single_s:.0f} ex/s"
+    )
+    print(
+        f"{'K':>4} {'aggregate ex/s':>15} {'vs K sequential':>16} {'epoch s':>8} {'floor s':>8} "
+        f"{'epoch/floor':>12} {'compile s':>10}"
+    )
     for r in rows:
-        print(f"{r['members']:>4} {r['examples_per_s']:>15.0f} {r['speedup_vs_sequential']:>16.2f} "
-              f"{r['epoch_s']:>8.3f} {r['floor_epoch_s']:>8.3f} {r['vs_floor']:>12.3f} {r['compile_s']:>10.2f}")
+        print(
+            f"{r['members']:>4} {r['examples_per_s']:>15.0f} {r['speedup_vs_sequential']:>16.2f} "
+            f"{r['epoch_s']:>8.3f} {r['floor_epoch_s']:>8.3f} {r['vs_floor']:>12.3f} {r['compile_s']:>10.2f}"
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
-                       "jax": jax.__version__, "data": source, "scan_unroll": args.unroll,
-                       "single_epoch_s": single_s, "rows": rows}, f, indent=2)
+            json.dump(
+                {
+                    "backend": jax.default_backend(),
+                    "device": jax.devices()[0].device_kind,
+                    "jax": jax.__version__,
+                    "data": source,
+                    "scan_unroll": args.unroll,
+                    "single_epoch_s": single_s,
+                    "rows": rows,
+                },
+                f,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

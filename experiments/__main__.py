@@ -22,24 +22,34 @@ HERE = Path(__file__).resolve().parent
 
 
 def machine() -> str:
-    return (f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, "
-            f"{jax.default_backend()}, jax {jax.__version__}, Python {platform.python_version()}").replace("  ", " ")
+    return (
+        f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, "
+        f"{jax.default_backend()}, jax {jax.__version__}, Python {platform.python_version()}"
+    ).replace("  ", " ")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m experiments", description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="*", default=NAMES, help=f"any of {', '.join(NAMES)} (default: all)")
     ap.add_argument("--quick", action="store_true", help="a small slice of each, in seconds")
-    ap.add_argument("--out", default=None, help="folder for figures and sections (default: experiments/ for "
-                                                "full runs, a temp folder for --quick)")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="folder for figures and sections (default: experiments/ for full runs, a temp folder for --quick)",
+    )
     args = ap.parse_args(argv)
     unknown = [n for n in args.names if n not in NAMES]
     if unknown:
-        print(f"experiments: error: unknown experiment {', '.join(unknown)}; choose from {', '.join(NAMES)}",
-              file=sys.stderr)
+        print(
+            f"experiments: error: unknown experiment {', '.join(unknown)}; choose from {', '.join(NAMES)}",
+            file=sys.stderr,
+        )
         return 2
-    out = Path(args.out) if args.out else (Path(tempfile.mkdtemp(prefix="jaxmlp-exp-")) if args.quick
-                                            else HERE / "figures")
+    out = (
+        Path(args.out)
+        if args.out
+        else (Path(tempfile.mkdtemp(prefix="jaxmlp-exp-")) if args.quick else HERE / "figures")
+    )
     sections_dir = out / "sections"
     sections_dir.mkdir(parents=True, exist_ok=True)
     for name in args.names:
@@ -48,8 +58,10 @@ def main(argv=None) -> int:
         body = module.run(args.quick, out)
         seconds = time.perf_counter() - t
         cmd = f"python -m experiments {name}" + (" --quick" if args.quick else "")
-        head = (f"## {name}\n\n{(module.__doc__ or '').strip()}\n\n"
-                f"Command: `{cmd}` — {datetime.date.today().isoformat()}, {machine()}, {seconds:.0f} s.\n\n")
+        head = (
+            f"## {name}\n\n{(module.__doc__ or '').strip()}\n\n"
+            f"Command: `{cmd}` — {datetime.date.today().isoformat()}, {machine()}, {seconds:.0f} s.\n\n"
+        )
         (sections_dir / f"{name}.md").write_text(head + body)
         print(f"{name}: done in {seconds:.1f} s → {out}", flush=True)
     if not args.quick and args.out is None:
@@ -59,9 +71,11 @@ def main(argv=None) -> int:
 
 def write_results(sections_dir: Path) -> None:
     """experiments/RESULTS.md from every section present (figures live in experiments/figures/)."""
-    parts = ["# Experiment results\n\nWhat each item of the seed notebook's to-do list does, reproducibly. "
-             "Regenerate everything with `make experiments` (or one with `python -m experiments NAME`); "
-             "figures are in `figures/`.\n"]
+    parts = [
+        "# Experiment results\n\nWhat each item of the seed notebook's to-do list does, reproducibly. "
+        "Regenerate everything with `make experiments` (or one with `python -m experiments NAME`); "
+        "figures are in `figures/`.\n"
+    ]
     for name in NAMES:
         f = sections_dir / f"{name}.md"
         if f.exists():

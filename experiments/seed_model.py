@@ -42,16 +42,26 @@ class SeedSetup:
     steps: int = 100  # parameter updates
 
     def fixes(self) -> str:
-        names = [n for n, on in (("normalize", self.normalize_inputs), ("stable softmax", self.stable_softmax),
-                                 ("bias", self.bias), ("He init", self.init == "he"),
-                                 ("mini-batches", self.batch_size is not None)) if on]
+        names = [
+            n
+            for n, on in (
+                ("normalize", self.normalize_inputs),
+                ("stable softmax", self.stable_softmax),
+                ("bias", self.bias),
+                ("He init", self.init == "he"),
+                ("mini-batches", self.batch_size is not None),
+            )
+            if on
+        ]
         return " + ".join(names) or "none (the seed)"
 
 
 def init(key, setup: SeedSetup, d_in: int = 784, d_out: int = 10, dtype=jnp.float64):
     k1, k2 = jax.random.split(key)
-    return (linear.init(k1, d_in, setup.hidden, setup.init, dtype=dtype),
-            linear.init(k2, setup.hidden, d_out, setup.init, dtype=dtype))
+    return (
+        linear.init(k1, d_in, setup.hidden, setup.init, dtype=dtype),
+        linear.init(k2, setup.hidden, d_out, setup.init, dtype=dtype),
+    )
 
 
 def naive_softmax(z):
@@ -108,8 +118,13 @@ def run(setup: SeedSetup, x_train, y_train, x_test, y_test, *, key):
     use = [p if setup.bias else {"W": p["W"]} for p in params]
     logits = linear.forward(use[1], activations.forward("relu", linear.forward(use[0], x_test)[0])[0])[0]
     acc = float(jnp.mean(jnp.argmax(logits, axis=-1) == y_test)) if first_nan_params is None else float("nan")
-    return {"loss": loss, "max_logit": max_logit, "first_nonfinite_step": first_bad,
-            "first_nonfinite_params_step": first_nan_params,
-            "max_abs_logit": float(jnp.nanmax(jnp.where(jnp.isfinite(max_logit), max_logit, jnp.nan)))
-            if bool(jnp.any(jnp.isfinite(max_logit))) else float("inf"),
-            "test_accuracy": acc}
+    return {
+        "loss": loss,
+        "max_logit": max_logit,
+        "first_nonfinite_step": first_bad,
+        "first_nonfinite_params_step": first_nan_params,
+        "max_abs_logit": float(jnp.nanmax(jnp.where(jnp.isfinite(max_logit), max_logit, jnp.nan)))
+        if bool(jnp.any(jnp.isfinite(max_logit)))
+        else float("inf"),
+        "test_accuracy": acc,
+    }

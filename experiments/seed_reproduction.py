@@ -47,11 +47,24 @@ def run(quick: bool, out):
             for v in VARIANTS:
                 setup = seed.SeedSetup(steps=steps, **v)
                 xtr, xte = (ds.x_train, ds.x_test) if setup.normalize_inputs else (raw_train, raw_test)
-                res = seed.run(setup, jnp.asarray(xtr, dtype), jnp.asarray(ds.y_train), jnp.asarray(xte, dtype),
-                               jnp.asarray(ds.y_test), key=jax.random.PRNGKey(SEED))
-                rows.append([setup.fixes(), dtype, res["first_nonfinite_step"] or "never",
-                             res["first_nonfinite_params_step"] or "never", f"{res['max_abs_logit']:.4g}",
-                             c.pct(res["test_accuracy"])])
+                res = seed.run(
+                    setup,
+                    jnp.asarray(xtr, dtype),
+                    jnp.asarray(ds.y_train),
+                    jnp.asarray(xte, dtype),
+                    jnp.asarray(ds.y_test),
+                    key=jax.random.PRNGKey(SEED),
+                )
+                rows.append(
+                    [
+                        setup.fixes(),
+                        dtype,
+                        res["first_nonfinite_step"] or "never",
+                        res["first_nonfinite_params_step"] or "never",
+                        f"{res['max_abs_logit']:.4g}",
+                        c.pct(res["test_accuracy"]),
+                    ]
+                )
                 found[(setup.fixes(), dtype)] = res
                 if dtype == "float32":
                     curves[setup.fixes()] = np.asarray(res["loss"], np.float64)
@@ -70,21 +83,36 @@ def run(quick: bool, out):
         bad = np.flatnonzero(~np.isfinite(loss)) + 1
         y = hi * 1.6 ** (k + 1)
         ax.plot(bad, np.full(bad.size, y), "x", color=lines[name].get_color(), ms=4)
-    ax.set(ylim=(lo, hi * 1.6 ** (len(curves) + 1.5)), xlabel="update step", ylabel="training loss (float32)",
-           title="Seed setup and its fixes (× above the curves: steps whose loss is inf/NaN)")
+    ax.set(
+        ylim=(lo, hi * 1.6 ** (len(curves) + 1.5)),
+        xlabel="update step",
+        ylabel="training loss (float32)",
+        title="Seed setup and its fixes (× above the curves: steps whose loss is inf/NaN)",
+    )
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig_name = c.savefig(fig, out, "seed_reproduction.png")
     return (
         f"Real MNIST digits (t10k split {ds.x_train.shape[0]} train / {ds.x_test.shape[0]} test), "
         f"{steps} updates each, learning rate 0.01.\n\n"
-        + c.table(["fixes applied", "dtype", "first non-finite loss (step)", "first non-finite parameter (step)",
-                   "largest finite logit magnitude seen", "test accuracy"], rows)
-        + f"\n![loss curves]({fig_name})\n\n" + reading(found, 255 * ds.normalizer.std)
+        + c.table(
+            [
+                "fixes applied",
+                "dtype",
+                "first non-finite loss (step)",
+                "first non-finite parameter (step)",
+                "largest finite logit magnitude seen",
+                "test accuracy",
+            ],
+            rows,
+        )
+        + f"\n![loss curves]({fig_name})\n\n"
+        + reading(found, 255 * ds.normalizer.std)
     )
 
 
 def reading(found, scale) -> str:
     """What the table says, in words, with its own numbers."""
+
     def r(fix, dtype="float32"):
         return found.get((fix, dtype))
 

@@ -24,9 +24,11 @@ def run(quick: bool, out):
     shutil.copy(work / "heatmap.png", out / "sweep_lr_l2.png")
     shutil.rmtree(work)
     s, b = res.summary, res.summary["best"]
-    return (f"784-100-10 ReLU, Adam, batch 128, {tc.epochs} epochs; {s['members']} members "
-            f"({len(axes['learning_rate'])} learning rates × {len(axes['l2'])} L2 values × {SEEDS} seeds) trained "
-            f"as one vmapped program in {s['seconds']:.1f} s ({s['examples_per_second']:.0f} examples/s over all "
-            f"members; compile {s['compile_seconds']:.1f} s). Best: learning rate {b['learning_rate']:.3g}, "
-            f"L2 {b['l2']:g}, seed {b['seed']}: dev {c.pct(b['dev_accuracy'])}, test {c.pct(b['test_accuracy'])}; "
-            f"{s['diverged']} diverged.\n\n![learning rate × L2](sweep_lr_l2.png)\n")
+    return (
+        f"784-100-10 ReLU, Adam, batch 128, {tc.epochs} epochs; {s['members']} members "
+        f"({len(axes['learning_rate'])} learning rates × {len(axes['l2'])} L2 values × {SEEDS} seeds) trained "
+        f"as one vmapped program in {s['seconds']:.1f} s ({s['examples_per_second']:.0f} examples/s over all "
+        f"members; compile {s['compile_seconds']:.1f} s). Best: learning rate {b['learning_rate']:.3g}, "
+        f"L2 {b['l2']:g}, seed {b['seed']}: dev {c.pct(b['dev_accuracy'])}, test {c.pct(b['test_accuracy'])}; "
+        f"{s['diverged']} diverged.\n\n![learning rate × L2](sweep_lr_l2.png)\n"
+    )

@@ -82,8 +82,7 @@ def load(path):
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: format version {version} is newer than this jaxmlp reads ({FORMAT_VERSION}); "
-            "upgrade jaxmlp"
+            f"{path}: format version {version} is newer than this jaxmlp reads ({FORMAT_VERSION}); upgrade jaxmlp"
         )
     return meta, arrays
 

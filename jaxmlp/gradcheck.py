@@ -53,16 +53,19 @@ class GradReport:
 
     @property
     def ok(self) -> bool:
-        fd_ok = self.max_rel_diff_vs_finite_differences is None or \
-            self.max_rel_diff_vs_finite_differences < FD_TOL
+        fd_ok = self.max_rel_diff_vs_finite_differences is None or self.max_rel_diff_vs_finite_differences < FD_TOL
         return self.max_rel_error_vs_autodiff <= self.autodiff_tol and fd_ok
 
     def to_dict(self) -> dict:
-        return {"dtype": self.dtype, "ok": self.ok,
-                "max_rel_error_vs_autodiff": self.max_rel_error_vs_autodiff,
-                "max_rel_diff_vs_finite_differences": self.max_rel_diff_vs_finite_differences,
-                "tolerance_vs_autodiff": self.autodiff_tol, "tolerance_vs_finite_differences": FD_TOL,
-                "arrays": self.arrays}
+        return {
+            "dtype": self.dtype,
+            "ok": self.ok,
+            "max_rel_error_vs_autodiff": self.max_rel_error_vs_autodiff,
+            "max_rel_diff_vs_finite_differences": self.max_rel_diff_vs_finite_differences,
+            "tolerance_vs_autodiff": self.autodiff_tol,
+            "tolerance_vs_finite_differences": FD_TOL,
+            "arrays": self.arrays,
+        }
 
 
 def manual_and_autodiff(params, state, batch, hyper, key, *, config):
@@ -88,8 +91,17 @@ def finite_differences(params, state, batch, hyper, key, *, config, coords, h=1e
     return jax.jit(jax.vmap(slope))(jnp.asarray(coords))
 
 
-def check_gradients(config: mlp.MLPConfig, hyper, *, key, batch=None, batch_size: int = 16,
-                    dtype=None, fd_samples: int | None = 64, fd_step: float = 1e-6) -> GradReport:
+def check_gradients(
+    config: mlp.MLPConfig,
+    hyper,
+    *,
+    key,
+    batch=None,
+    batch_size: int = 16,
+    dtype=None,
+    fd_samples: int | None = 64,
+    fd_step: float = 1e-6,
+) -> GradReport:
     """Compare hand-derived gradients with autodiff (and finite differences unless fd_samples=None)."""
     if dtype is None:
         dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
@@ -104,28 +116,46 @@ def check_gradients(config: mlp.MLPConfig, hyper, *, key, batch=None, batch_size
         batch = (x, y)
     hyper = type(hyper)(*(None if v is None else jnp.asarray(v, dtype) for v in hyper))
     manual, auto = jax.jit(manual_and_autodiff, static_argnames="config")(
-        params, state, batch, hyper, dkey, config=config)
+        params, state, batch, hyper, dkey, config=config
+    )
     names = array_names(params)
     m_leaves, a_leaves = jax.tree_util.tree_leaves(manual), jax.tree_util.tree_leaves(auto)
-    rows = [{"name": name, "shape": list(g.shape), "rel_error_vs_autodiff": relative_difference(g, ga)}
-            for name, g, ga in zip(names, m_leaves, a_leaves)]
+    rows = [
+        {"name": name, "shape": list(g.shape), "rel_error_vs_autodiff": relative_difference(g, ga)}
+        for name, g, ga in zip(names, m_leaves, a_leaves)
+    ]
     fd_max = None
     if fd_samples is not None and dtype == jnp.float64:
         # sample coordinates per array, then evaluate every sampled coordinate in one call
         rng = np.random.default_rng(int(jax.random.randint(fkey, (), 0, 2**31 - 1)))
         offsets = np.cumsum([0] + [g.size for g in m_leaves])
-        picks = [np.arange(g.size) if g.size <= fd_samples else np.sort(rng.choice(g.size, fd_samples,
-                                                                                    replace=False))
-                 for g in m_leaves]
-        fd = np.asarray(finite_differences(params, state, batch, hyper, dkey, config=config,
-                                           coords=np.concatenate([o + p for o, p in zip(offsets, picks)]),
-                                           h=fd_step))
+        picks = [
+            np.arange(g.size) if g.size <= fd_samples else np.sort(rng.choice(g.size, fd_samples, replace=False))
+            for g in m_leaves
+        ]
+        fd = np.asarray(
+            finite_differences(
+                params,
+                state,
+                batch,
+                hyper,
+                dkey,
+                config=config,
+                coords=np.concatenate([o + p for o, p in zip(offsets, picks)]),
+                h=fd_step,
+            )
+        )
         start = 0
         for row, g, pick in zip(rows, m_leaves, picks):
-            row["rel_diff_vs_finite_differences"] = relative_difference(np.ravel(g)[pick],
-                                                                        fd[start:start + len(pick)])
+            row["rel_diff_vs_finite_differences"] = relative_difference(
+                np.ravel(g)[pick], fd[start : start + len(pick)]
+            )
             row["finite_difference_coords"] = int(len(pick))
             start += len(pick)
         fd_max = max(r["rel_diff_vs_finite_differences"] for r in rows)
-    return GradReport(dtype=str(dtype), arrays=rows, max_rel_diff_vs_finite_differences=fd_max,
-                      max_rel_error_vs_autodiff=max(r["rel_error_vs_autodiff"] for r in rows))
+    return GradReport(
+        dtype=str(dtype),
+        arrays=rows,
+        max_rel_diff_vs_finite_differences=fd_max,
+        max_rel_error_vs_autodiff=max(r["rel_error_vs_autodiff"] for r in rows),
+    )

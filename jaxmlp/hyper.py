@@ -80,8 +80,7 @@ def align(hypers) -> list:
 
 def stack(hypers) -> Hyper:
     """Stack K Hyper values (``align``ed first) into one with (K,) leaves, for ``jax.vmap``."""
-    return jax.tree_util.tree_map(lambda *xs: jnp.stack([jnp.asarray(x, jnp.float32) for x in xs]),
-                                  *align(hypers))
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack([jnp.asarray(x, jnp.float32) for x in xs]), *align(hypers))
 
 
 def validate(h: Hyper) -> None:

@@ -62,8 +62,10 @@ class MLPConfig:
         if self.matmul_dtype not in MATMUL_DTYPES:
             raise ValueError(f"unknown matmul dtype {self.matmul_dtype!r}; choose from {', '.join(MATMUL_DTYPES)}")
         if self.weight_grad_layout not in WEIGHT_GRAD_LAYOUTS:
-            raise ValueError(f"unknown weight-gradient layout {self.weight_grad_layout!r}; choose from "
-                             f"{', '.join(WEIGHT_GRAD_LAYOUTS)}")
+            raise ValueError(
+                f"unknown weight-gradient layout {self.weight_grad_layout!r}; choose from "
+                f"{', '.join(WEIGHT_GRAD_LAYOUTS)}"
+            )
         activations.check(self.activation)
         linear.init_std(self.init, 1, 1)
 
@@ -77,14 +79,24 @@ class MLPConfig:
         return None if self.matmul_dtype == "float32" else jnp.dtype(self.matmul_dtype)
 
     def to_dict(self) -> dict:
-        return {"sizes": list(self.sizes), "activation": self.activation, "batchnorm": self.batchnorm,
-                "init": self.init, "matmul_dtype": self.matmul_dtype,
-                "weight_grad_layout": self.weight_grad_layout}
+        return {
+            "sizes": list(self.sizes),
+            "activation": self.activation,
+            "batchnorm": self.batchnorm,
+            "init": self.init,
+            "matmul_dtype": self.matmul_dtype,
+            "weight_grad_layout": self.weight_grad_layout,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> MLPConfig:
-        return cls(**{k: d[k] for k in ("sizes", "activation", "batchnorm", "init", "matmul_dtype",
-                                        "weight_grad_layout") if k in d})
+        return cls(
+            **{
+                k: d[k]
+                for k in ("sizes", "activation", "batchnorm", "init", "matmul_dtype", "weight_grad_layout")
+                if k in d
+            }
+        )
 
 
 def init(key, config: MLPConfig, *, scale=1.0, dtype=jnp.float32):
@@ -147,8 +159,7 @@ def _forward(params, state, x, config: MLPConfig, hyper, train: bool, key, masks
         if config.batchnorm:
             if train:
                 z, bn_cache, mean, var = batchnorm.forward_train(p, z)
-                new_state.append(batchnorm.update_state(state[i], mean, var, z.shape[0],
-                                                        hyper.bn_momentum))
+                new_state.append(batchnorm.update_state(state[i], mean, var, z.shape[0], hyper.bn_momentum))
             else:
                 z = batchnorm.forward_eval(p, state[i], z)
                 new_state.append(state[i])
@@ -226,9 +237,7 @@ def _loss_and_grads(params, state, batch, hyper, key, config: MLPConfig, masks):
     logits, new_state, caches = _forward(params, state, x, config, hyper, True, key, masks)
     data_loss, ce_cache = losses.cross_entropy_forward(logits, y)
     grads = _backward(params, caches, losses.cross_entropy_backward(ce_cache), config, masks)
-    grads = tuple(
-        {**g, "W": g["W"] + losses.l2_backward(p["W"], hyper.l2, m)} for p, g in zip(params, grads)
-    )
+    grads = tuple({**g, "W": g["W"] + losses.l2_backward(p["W"], hyper.l2, m)} for p, g in zip(params, grads))
     total = data_loss + losses.l2_penalty(weights(params), hyper.l2, m)
     correct = jnp.sum(jnp.argmax(logits, axis=-1) == y)
     return total, grads, new_state, {"data_loss": data_loss, "correct": correct}

@@ -132,9 +132,7 @@ def adam(decoupled_weight_decay: bool = False) -> Optimizer:
 
         if decoupled_weight_decay:
             wd = hyper.weight_decay
-            updates = tree_map(
-                lambda m, v, p: -(step_size * m / (jnp.sqrt(v) + eps_hat) + lr * wd * p), mu, nu, params
-            )
+            updates = tree_map(lambda m, v, p: -(step_size * m / (jnp.sqrt(v) + eps_hat) + lr * wd * p), mu, nu, params)
         else:
             updates = tree_map(lambda m, v: -step_size * m / (jnp.sqrt(v) + eps_hat), mu, nu)
         return updates, AdamState(count, mu, nu)

@@ -52,8 +52,13 @@ def data_parallel_epoch(tc: step.TrainConfig, data_mesh: Mesh):
         idx = jax.lax.with_sharding_constraint(idx, by_batch)  # (num_batches, batch/n per device)
         return step._epoch(ts, hyper, x, y, tc, idx, grad_fn)
 
-    return jax.jit(epoch, in_shardings=(replicated,) * 4, out_shardings=replicated, donate_argnums=0,
-                   compiler_options=compiler.epoch_options())
+    return jax.jit(
+        epoch,
+        in_shardings=(replicated,) * 4,
+        out_shardings=replicated,
+        donate_argnums=0,
+        compiler_options=compiler.epoch_options(),
+    )
 
 
 def member_shardings(n_devices: int | None = None):

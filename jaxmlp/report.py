@@ -139,8 +139,9 @@ def plot_sweep(rows: list, history: list, axes: list, out: Path) -> None:
             for j in range(len(vb)):
                 if np.isfinite(grid_[i, j]):
                     light = im.norm(grid_[i, j]) > 0.6  # dark text on the bright end of viridis
-                    ax.text(j, i, f"{grid_[i, j]:.3f}", ha="center", va="center", fontsize=8,
-                            color="k" if light else "w")
+                    ax.text(
+                        j, i, f"{grid_[i, j]:.3f}", ha="center", va="center", fontsize=8, color="k" if light else "w"
+                    )
         fig.colorbar(im, ax=ax, label="dev accuracy")
         save_figure(fig, out / "heatmap.png")
     elif len(axes) == 1:

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp import checkpoint, report, schedules
+from jaxmlp import checkpoint, parallel, report, schedules
 from jaxmlp.data import Dataset, Normalizer, check_batch_size
 from jaxmlp.hyper import OPTIONAL, Hyper, validate
 from jaxmlp.mlp import init
@@ -109,8 +109,11 @@ def extend_cosine_horizon(hyper: Hyper, tc: TrainConfig, saved_epochs, steps_per
     per epoch), so it rises from the decayed end of the E-epoch schedule to where the E'-epoch
     schedule stands at step t. A horizon the user set explicitly (``total_steps``) is kept.
     """
-    if tc.schedule == "cosine" and saved_epochs is not None and \
-            float(hyper.total_steps) == float(saved_epochs * steps_per_epoch):
+    if (
+        tc.schedule == "cosine"
+        and saved_epochs is not None
+        and float(hyper.total_steps) == float(saved_epochs * steps_per_epoch)
+    ):
         return hyper._replace(total_steps=float(tc.epochs * steps_per_epoch))
     return hyper
 
@@ -122,8 +125,17 @@ def _structure(tc: TrainConfig, hyper: Hyper) -> dict:
     return {**same, **{f"{name} is None": getattr(hyper, name) is None for name in OPTIONAL}}
 
 
-def fit(ds: Dataset, tc: TrainConfig, hyper: Hyper, *, out_dir=None, resume: bool = False,
-        progress: bool = True, log=print, data_parallel: bool = False) -> FitResult:
+def fit(
+    ds: Dataset,
+    tc: TrainConfig,
+    hyper: Hyper,
+    *,
+    out_dir=None,
+    resume: bool = False,
+    progress: bool = True,
+    log=print,
+    data_parallel: bool = False,
+) -> FitResult:
     """Train with early stopping on dev accuracy; write checkpoint/metrics/curves/summary to out_dir.
 
     ``data_parallel=True`` shards every batch over all devices (``jaxmlp.parallel``).
@@ -169,8 +181,6 @@ def fit(ds: Dataset, tc: TrainConfig, hyper: Hyper, *, out_dir=None, resume: boo
     x_train, y_train = jax.device_put(ds.x_train), jax.device_put(ds.y_train)
     t0 = time.perf_counter()
     if data_parallel and jax.device_count() > 1:
-        from jaxmlp import parallel
-
         epoch_fn = parallel.data_parallel_epoch(tc, parallel.mesh("data"))
     else:
         epoch_fn = epoch_program(tc)
@@ -178,9 +188,18 @@ def fit(ds: Dataset, tc: TrainConfig, hyper: Hyper, *, out_dir=None, resume: boo
     compile_seconds = time.perf_counter() - t0
 
     def meta_now(epoch):
-        return {"config": tc.to_dict(), "hyper": hyper.to_dict(), "normalizer": ds.normalizer._asdict(),
-                "dataset": ds.name, "dev_size": int(ds.x_dev.shape[0]), "epoch": epoch, "history": history,
-                "best_dev_accuracy": best_acc, "best_epoch": best_epoch, "bad_epochs": bad_epochs}
+        return {
+            "config": tc.to_dict(),
+            "hyper": hyper.to_dict(),
+            "normalizer": ds.normalizer._asdict(),
+            "dataset": ds.name,
+            "dev_size": int(ds.x_dev.shape[0]),
+            "epoch": epoch,
+            "history": history,
+            "best_dev_accuracy": best_acc,
+            "best_epoch": best_epoch,
+            "bad_epochs": bad_epochs,
+        }
 
     bar = report.progress(range(start_epoch, tc.epochs + 1), progress)
     train_seconds = sum(r["seconds"] for r in history)
@@ -201,11 +220,16 @@ def fit(ds: Dataset, tc: TrainConfig, hyper: Hyper, *, out_dir=None, resume: boo
         train_seconds += seconds
         params_eval = eval_params(ts)
         dev_acc, dev_loss = evaluate(params_eval, ts.bn_state, ds.x_dev, ds.y_dev, config=tc.model)
-        row = {"epoch": epoch, "train_loss": float(losses.mean()),
-               "train_accuracy": float(np.asarray(metrics["correct"]).sum()) / (len(losses) * tc.batch_size),
-               "dev_loss": dev_loss, "dev_accuracy": dev_acc, "seconds": seconds,
-               # the rate the epoch's last step trained with
-               "learning_rate": float(schedules.learning_rate_at(tc.schedule, ts.step - 1, hyper_arr))}
+        row = {
+            "epoch": epoch,
+            "train_loss": float(losses.mean()),
+            "train_accuracy": float(np.asarray(metrics["correct"]).sum()) / (len(losses) * tc.batch_size),
+            "dev_loss": dev_loss,
+            "dev_accuracy": dev_acc,
+            "seconds": seconds,
+            # the rate the epoch's last step trained with
+            "learning_rate": float(schedules.learning_rate_at(tc.schedule, ts.step - 1, hyper_arr)),
+        }
         history.append(row)
         if dev_acc > best_acc or math.isnan(dev_acc):
             best_acc, best_epoch, bad_epochs = dev_acc, epoch, 0
@@ -213,26 +237,38 @@ def fit(ds: Dataset, tc: TrainConfig, hyper: Hyper, *, out_dir=None, resume: boo
             best = jax.tree_util.tree_map(jnp.copy, best)  # ts is donated to the next epoch
         else:
             bad_epochs += 1
-        line = (f"epoch {epoch:3d}  train loss {row['train_loss']:.4f}  dev acc {dev_acc:.4f}  "
-                f"{seconds:.2f}s")
+        line = f"epoch {epoch:3d}  train loss {row['train_loss']:.4f}  dev acc {dev_acc:.4f}  {seconds:.2f}s"
         report.say(bar, line, log)
         if ckpt_path is not None:
             save_run(ckpt_path, ts, best, meta_now(epoch))
         if tc.patience and bad_epochs >= tc.patience:
             stopped_early = True
-            report.say(bar, f"early stop: no better dev accuracy for {tc.patience} epochs "
-                            f"(best {best_acc:.4f} at epoch {best_epoch})", log)
+            report.say(
+                bar,
+                f"early stop: no better dev accuracy for {tc.patience} epochs "
+                f"(best {best_acc:.4f} at epoch {best_epoch})",
+                log,
+            )
             break
 
     test_acc, test_loss = evaluate(best["params"], best["bn_state"], ds.x_test, ds.y_test, config=tc.model)
     examples = len(history) * steps_per_epoch * tc.batch_size
     summary = {
-        "test_accuracy": test_acc, "test_loss": test_loss, "dev_accuracy": best_acc,
-        "best_epoch": best_epoch, "epochs": len(history), "stopped_early": stopped_early,
-        "seconds": train_seconds, "compile_seconds": compile_seconds,
+        "test_accuracy": test_acc,
+        "test_loss": test_loss,
+        "dev_accuracy": best_acc,
+        "best_epoch": best_epoch,
+        "epochs": len(history),
+        "stopped_early": stopped_early,
+        "seconds": train_seconds,
+        "compile_seconds": compile_seconds,
         "examples_per_second": examples / train_seconds if train_seconds > 0 else float("nan"),
-        "dataset": ds.name, "train_size": n_train, "dev_size": int(ds.x_dev.shape[0]),
-        "config": tc.to_dict(), "hyper": hyper.to_dict(), "backend": jax.default_backend(),
+        "dataset": ds.name,
+        "train_size": n_train,
+        "dev_size": int(ds.x_dev.shape[0]),
+        "config": tc.to_dict(),
+        "hyper": hyper.to_dict(),
+        "backend": jax.default_backend(),
         "devices": jax.device_count() if data_parallel else 1,
     }
     log(f"test accuracy {test_acc:.4f} (best dev {best_acc:.4f} at epoch {best_epoch})")

@@ -63,8 +63,10 @@ class TrainConfig:
             raise ValueError(f"scan unroll must be ≥ 1, got {self.scan_unroll}")
 
     def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in ("optimizer", "schedule", "batch_size", "epochs", "patience", "seed",
-                                            "scan_unroll")}
+        d = {
+            k: getattr(self, k)
+            for k in ("optimizer", "schedule", "batch_size", "epochs", "patience", "seed", "scan_unroll")
+        }
         return {"model": self.model.to_dict(), **d}
 
     @classmethod
@@ -117,7 +119,8 @@ def _step(ts: TrainState, hyper: Hyper, batch, tc: TrainConfig, key, grad_fn):
     if (ts.ema is None) != (hyper.ema_decay is None):
         raise ValueError(
             "the training state and hyper disagree about the parameter EMA: build the state with "
-            "init_state from the same hyper (ema_decay None: no EMA; a number: EMA with that decay)")
+            "init_state from the same hyper (ema_decay None: no EMA; a number: EMA with that decay)"
+        )
     if key is None:
         key = jax.random.fold_in(ts.key, ts.step)
     cost, grads, bn_state, aux = grad_fn(ts.params, ts.bn_state, batch, hyper, key)
@@ -159,8 +162,9 @@ def epoch_program(tc: TrainConfig, *, donate: bool = True):
     """``train_epoch`` jitted for ``tc`` with the library's compiler options (``compiler.
     epoch_options``), as ``fit`` runs it: ``epoch(ts, hyper, x, y) -> (ts, metrics)``. With
     ``donate`` the incoming state's buffers are reused for the new state: do not touch ``ts`` after."""
-    return jax.jit(partial(train_epoch, tc=tc), donate_argnums=0 if donate else (),
-                   compiler_options=compiler.epoch_options())
+    return jax.jit(
+        partial(train_epoch, tc=tc), donate_argnums=0 if donate else (), compiler_options=compiler.epoch_options()
+    )
 
 
 def evaluate(params, bn_state, x, y, *, config: MLPConfig, chunk: int = 10_000):
@@ -170,7 +174,7 @@ def evaluate(params, bn_state, x, y, *, config: MLPConfig, chunk: int = 10_000):
         return float("nan"), float("nan")
     correct, loss_sum = 0, 0.0
     for s in range(0, n, chunk):
-        c, loss = _eval_chunk(params, bn_state, x[s:s + chunk], y[s:s + chunk], config=config)
+        c, loss = _eval_chunk(params, bn_state, x[s : s + chunk], y[s : s + chunk], config=config)
         correct += int(c)
         loss_sum += float(loss)
     return correct / n, loss_sum / n

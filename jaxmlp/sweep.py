@@ -53,9 +53,24 @@ from jaxmlp.mlp import MLPConfig, _loss_and_grads, forward
 from jaxmlp.run import first_nonfinite, save_run
 from jaxmlp.step import TrainConfig, _epoch, eval_params, init_state, with_cosine_horizon
 
-SWEEPABLE = ("learning_rate", "l2", "dropout_rate", "input_dropout_rate", "momentum", "b1", "b2", "eps",
-             "rho", "weight_decay", "ema_decay", "bn_momentum", "init_scale", "decay_rate", "warmup_steps",
-             "final_lr_fraction")
+SWEEPABLE = (
+    "learning_rate",
+    "l2",
+    "dropout_rate",
+    "input_dropout_rate",
+    "momentum",
+    "b1",
+    "b2",
+    "eps",
+    "rho",
+    "weight_decay",
+    "ema_decay",
+    "bn_momentum",
+    "init_scale",
+    "decay_rate",
+    "warmup_steps",
+    "final_lr_fraction",
+)
 
 
 @dataclass(frozen=True)
@@ -86,8 +101,10 @@ def parse_axis(text: str) -> tuple:
             return tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
         pass
-    raise ValueError(f"cannot read sweep values {text!r}: use a list like 0,1e-4,1e-3 or a range like "
-                     f"1e-4:1e-1:log:8 (log needs positive ends) or 0:0.5:lin:6")
+    raise ValueError(
+        f"cannot read sweep values {text!r}: use a list like 0,1e-4,1e-3 or a range like "
+        f"1e-4:1e-1:log:8 (log needs positive ends) or 0:0.5:lin:6"
+    )
 
 
 def grid(base: Hyper, axes: dict, *, seeds: int = 1, hidden=((),), first_seed: int = 0) -> list:
@@ -106,8 +123,7 @@ def grid(base: Hyper, axes: dict, *, seeds: int = 1, hidden=((),), first_seed: i
     return members
 
 
-def random_sample(base: Hyper, axes: dict, n: int, *, seeds: int = 1, hidden=((),), seed: int = 0,
-                  log_axes=()) -> list:
+def random_sample(base: Hyper, axes: dict, n: int, *, seeds: int = 1, hidden=((),), seed: int = 0, log_axes=()) -> list:
     """``n`` random points: each axis drawn between its min and max (log-uniform for ``log_axes``)."""
     rng = np.random.default_rng(seed)
     members = []
@@ -156,14 +172,12 @@ def member_state(member: Member, tc: TrainConfig, wide_tc: TrainConfig):
         return w.at[tuple(slice(0, s) for s in n.shape)].set(n)
 
     ts = jax.tree_util.tree_map(put, wide, narrow)
-    masks = tuple((jnp.arange(W) < w).astype(jnp.float32)
-                  for W, w in zip(wide_tc.model.sizes[1:-1], member.hidden))
+    masks = tuple((jnp.arange(W) < w).astype(jnp.float32) for W, w in zip(wide_tc.model.sizes[1:-1], member.hidden))
     return ts, masks
 
 
 def unpad(tree_wide, tree_narrow_template):
-    return jax.tree_util.tree_map(lambda w, n: w[tuple(slice(0, s) for s in n.shape)],
-                                  tree_wide, tree_narrow_template)
+    return jax.tree_util.tree_map(lambda w, n: w[tuple(slice(0, s) for s in n.shape)], tree_wide, tree_narrow_template)
 
 
 def stack(trees):
@@ -221,9 +235,19 @@ class SweepResult:
     final_state: object = None  # the last chunk's padded TrainState, leading member axis
 
 
-def run_sweep(ds: Dataset, tc: TrainConfig, members: list, *, chunk_size: int | None = None,
-              shared_order: bool = True, data_seed: int = 0, n_devices: int | None = None,
-              axes=(), out_dir=None, log=print) -> SweepResult:
+def run_sweep(
+    ds: Dataset,
+    tc: TrainConfig,
+    members: list,
+    *,
+    chunk_size: int | None = None,
+    shared_order: bool = True,
+    data_seed: int = 0,
+    n_devices: int | None = None,
+    axes=(),
+    out_dir=None,
+    log=print,
+) -> SweepResult:
     """Train ``members`` for ``tc.epochs`` epochs as one compiled program (in chunks of ``chunk_size``);
     evaluate each on dev and test; write ``results.csv``, ``summary.json``, the plot and the best
     member's checkpoint to ``out_dir``. ``axes``: the swept ``Hyper`` fields (columns and plot)."""
@@ -245,7 +269,8 @@ def run_sweep(ds: Dataset, tc: TrainConfig, members: list, *, chunk_size: int | 
     x_test, y_test = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
     if replicated is not None:
         x_train, y_train, x_dev, y_dev, x_test, y_test = jax.device_put(
-            (x_train, y_train, x_dev, y_dev, x_test, y_test), replicated)
+            (x_train, y_train, x_dev, y_dev, x_test, y_test), replicated
+        )
     epoch_fn = make_epoch(wide_tc, shared_order)
     eval_fn = make_eval(wide_tc.model)
     data_key = jax.random.PRNGKey(data_seed)
@@ -254,7 +279,7 @@ def run_sweep(ds: Dataset, tc: TrainConfig, members: list, *, chunk_size: int | 
     compile_s, train_s = 0.0, 0.0
     best = None
     for start in range(0, k, chunk):
-        part = members[start:start + chunk]
+        part = members[start : start + chunk]
         padded_part = part + [part[-1]] * (chunk - len(part))  # same shape every chunk: one program
         ts, masks, hyper = stack_members(padded_part, tc, wide_tc)
         if sharding is not None:
@@ -275,31 +300,49 @@ def run_sweep(ds: Dataset, tc: TrainConfig, members: list, *, chunk_size: int | 
             newly = (first_bad < 0) & (bad_now >= 0)
             first_bad[newly] = e * steps + bad_now[newly] + 1
             dev = np.asarray(eval_fn(eval_params(ts), ts.bn_state, x_dev, y_dev))
-            history[e].append({"train_loss": losses.mean(axis=1)[: len(part)],
-                               "dev_accuracy": dev[: len(part)]})
+            history[e].append({"train_loss": losses.mean(axis=1)[: len(part)], "dev_accuracy": dev[: len(part)]})
         test = np.asarray(eval_fn(eval_params(ts), ts.bn_state, x_test, y_test))
         for j, m in enumerate(part):
             diverged = bool(first_bad[j] >= 0)
-            row = {"member": start + j, **m.label(axes),
-                   "train_loss": float(losses[j].mean()) if not diverged else float("nan"),
-                   "dev_accuracy": float(dev[j]) if not diverged else float("nan"),
-                   "test_accuracy": float(test[j]) if not diverged else float("nan"),
-                   "diverged": diverged, "diverged_at_step": int(first_bad[j]) if diverged else None}
+            row = {
+                "member": start + j,
+                **m.label(axes),
+                "train_loss": float(losses[j].mean()) if not diverged else float("nan"),
+                "dev_accuracy": float(dev[j]) if not diverged else float("nan"),
+                "test_accuracy": float(test[j]) if not diverged else float("nan"),
+                "diverged": diverged,
+                "diverged_at_step": int(first_bad[j]) if diverged else None,
+            }
             rows[start + j] = row
             if not diverged and (best is None or row["dev_accuracy"] > best[0]["dev_accuracy"]):
                 best = (row, m, jax.tree_util.tree_map(lambda a, j=j: np.asarray(a[j]), ts))
-        log(f"members {start}–{start + len(part) - 1}: best dev accuracy so far "
-            f"{best[0]['dev_accuracy'] if best else float('nan'):.4f}")
+        log(
+            f"members {start}–{start + len(part) - 1}: best dev accuracy so far "
+            f"{best[0]['dev_accuracy'] if best else float('nan'):.4f}"
+        )
 
-    hist = [{"train_loss": np.concatenate([h["train_loss"] for h in ep]).tolist(),
-             "dev_accuracy": np.concatenate([h["dev_accuracy"] for h in ep]).tolist()} for ep in history]
+    hist = [
+        {
+            "train_loss": np.concatenate([h["train_loss"] for h in ep]).tolist(),
+            "dev_accuracy": np.concatenate([h["dev_accuracy"] for h in ep]).tolist(),
+        }
+        for ep in history
+    ]
     examples = k * tc.epochs * steps * tc.batch_size
     summary = {
-        "members": k, "epochs": tc.epochs, "seconds": train_s, "compile_seconds": compile_s,
+        "members": k,
+        "epochs": tc.epochs,
+        "seconds": train_s,
+        "compile_seconds": compile_s,
         "examples_per_second": examples / train_s if train_s > 0 else float("nan"),
-        "diverged": sum(r["diverged"] for r in rows), "shared_data_order": shared_order,
-        "chunk_size": chunk, "devices": n_dev, "backend": jax.default_backend(),
-        "config": tc.to_dict(), "padded_sizes": list(wide_tc.model.sizes), "axes": list(axes),
+        "diverged": sum(r["diverged"] for r in rows),
+        "shared_data_order": shared_order,
+        "chunk_size": chunk,
+        "devices": n_dev,
+        "backend": jax.default_backend(),
+        "config": tc.to_dict(),
+        "padded_sizes": list(wide_tc.model.sizes),
+        "axes": list(axes),
         "best": None if best is None else {**best[0], "hyper": best[1].hyper.to_dict()},
     }
     result = SweepResult(rows, summary, hist, ts)
@@ -319,9 +362,18 @@ def write_outputs(out: Path, result: SweepResult, ds: Dataset, tc: TrainConfig, 
         template = init_state(jax.random.PRNGKey(member.seed), narrow_tc, member.hyper.as_arrays())
         ts = unpad(ts_wide, template)
         best_tree = {"params": eval_params(ts), "bn_state": ts.bn_state}
-        meta = {"config": narrow_tc.to_dict(), "hyper": member.hyper.to_dict(),
-                "normalizer": ds.normalizer._asdict(), "dataset": ds.name, "dev_size": int(ds.x_dev.shape[0]),
-                "epoch": tc.epochs, "history": [], "best_dev_accuracy": row["dev_accuracy"],
-                "best_epoch": tc.epochs, "bad_epochs": 0, "sweep_member": row["member"]}
+        meta = {
+            "config": narrow_tc.to_dict(),
+            "hyper": member.hyper.to_dict(),
+            "normalizer": ds.normalizer._asdict(),
+            "dataset": ds.name,
+            "dev_size": int(ds.x_dev.shape[0]),
+            "epoch": tc.epochs,
+            "history": [],
+            "best_dev_accuracy": row["dev_accuracy"],
+            "best_epoch": tc.epochs,
+            "bad_epochs": 0,
+            "sweep_member": row["member"],
+        }
         save_run(out / "best_checkpoint.npz", ts, best_tree, meta)
     report.plot_sweep(result.rows, result.history, result.summary["axes"], out)

@@ -44,8 +44,9 @@ def write_idx(path: Path, array, *, gz: bool = True, magic=None) -> Path:
     return path
 
 
-def make_idx_dataset(folder: Path, n_train=60, n_test=20, side=4, classes=10, seed=0, *, dotted=False,
-                     gz=True, separable=True):
+def make_idx_dataset(
+    folder: Path, n_train=60, n_test=20, side=4, classes=10, seed=0, *, dotted=False, gz=True, separable=True
+):
     """Four IDX files of a small learnable problem: each class lights its own pixel block."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

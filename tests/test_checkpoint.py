@@ -83,8 +83,11 @@ def test_newer_format_version(tmp_path):
     path = tmp_path / "c.npz"
     checkpoint.save(path, {"train": tree()}, {})
     _, arrays = checkpoint.load(path)
-    np.savez(path, __meta__=np.array(json.dumps({"format_version": checkpoint.FORMAT_VERSION + 1})),
-             **{k: v for k, v in arrays.items()})
+    np.savez(
+        path,
+        __meta__=np.array(json.dumps({"format_version": checkpoint.FORMAT_VERSION + 1})),
+        **{k: v for k, v in arrays.items()},
+    )
     with pytest.raises(CheckpointError, match="newer than this jaxmlp reads"):
         checkpoint.load(path)
 

@@ -96,8 +96,7 @@ def test_fit_uses_the_options(monkeypatch, tmp_path):
 
     from conftest import make_idx_dataset
 
-    ds = data.load_dataset("mnist", make_idx_dataset(tmp_path / "idx", n_train=300, n_test=50), dev_size=50,
-                           seed=0)
+    ds = data.load_dataset("mnist", make_idx_dataset(tmp_path / "idx", n_train=300, n_test=50), dev_size=50, seed=0)
     tc = step.TrainConfig(model=MLPConfig(sizes=(16, 8, 10)), batch_size=50, epochs=1)
     run.fit(ds, tc, Hyper(learning_rate=1e-2), out_dir=None, progress=False, log=lambda *a: None)
     assert calls

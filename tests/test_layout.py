@@ -4,6 +4,7 @@ import ast
 import inspect
 
 import jaxmlp as jm
+
 from conftest import REPO
 
 PACKAGE = REPO / "jaxmlp"
@@ -39,7 +40,7 @@ def test_no_import_cycles():
 
     def visit(m):
         if m in active:
-            raise AssertionError("import cycle: " + " → ".join(active[active.index(m):] + [m]))
+            raise AssertionError("import cycle: " + " → ".join(active[active.index(m) :] + [m]))
         if m in done:
             return
         active.append(m)
@@ -53,10 +54,30 @@ def test_no_import_cycles():
 
 
 def test_public_namespace():
-    for name in ["MLPConfig", "Hyper", "init", "forward", "loss_and_grads", "predict", "TrainConfig",
-                 "TrainState", "init_state", "train_step", "train_epoch", "evaluate", "fit", "load_dataset",
-                 "optim", "run_sweep", "grid", "random_sample", "check_gradients", "save_checkpoint",
-                 "load_checkpoint", "load_model"]:
+    for name in [
+        "MLPConfig",
+        "Hyper",
+        "init",
+        "forward",
+        "loss_and_grads",
+        "predict",
+        "TrainConfig",
+        "TrainState",
+        "init_state",
+        "train_step",
+        "train_epoch",
+        "evaluate",
+        "fit",
+        "load_dataset",
+        "optim",
+        "run_sweep",
+        "grid",
+        "random_sample",
+        "check_gradients",
+        "save_checkpoint",
+        "load_checkpoint",
+        "load_model",
+    ]:
         assert name in jm.__all__, name
     assert all(hasattr(jm, name) for name in jm.__all__)
     assert len(set(jm.__all__)) == len(jm.__all__)
@@ -71,8 +92,7 @@ def test_internals_are_not_in_public_signatures():
         if inspect.isfunction(obj):
             params = set(inspect.signature(obj).parameters)
             assert not params & {"masks", "grad_fn", "idx"}, (name, params)
-    assert list(inspect.signature(jm.forward).parameters) == ["params", "state", "x", "config", "hyper", "train",
-                                                              "key"]
+    assert list(inspect.signature(jm.forward).parameters) == ["params", "state", "x", "config", "hyper", "train", "key"]
 
 
 def test_the_notebook_reproduction_is_not_in_the_library():

@@ -24,8 +24,7 @@ from jaxmlp.ops import losses
 
 from conftest import tree_rel_diff
 
-MATRIX = list(itertools.product(["sigmoid", "tanh", "relu"], [0.0, 0.3], [False, True], [0.0, 1e-3],
-                                [1, 2, 3]))
+MATRIX = list(itertools.product(["sigmoid", "tanh", "relu"], [0.0, 0.3], [False, True], [0.0, 1e-3], [1, 2, 3]))
 
 
 def ids(c):
@@ -91,8 +90,9 @@ FD_MATRIX = list(itertools.product(["sigmoid", "tanh", "relu"], [0.0, 0.3], [Fal
 def test_backward_equals_finite_differences(x64, combo):
     act, dr, bn, l2, depth = combo
     config = mlp.MLPConfig(sizes=(4,) + (5,) * depth + (3,), activation=act, batchnorm=bn)
-    report = check_gradients(config, Hyper(dropout_rate=dr or None, l2=l2), key=jax.random.PRNGKey(3),
-                             batch_size=6, fd_samples=1000)  # every coordinate of these small arrays
+    report = check_gradients(
+        config, Hyper(dropout_rate=dr or None, l2=l2), key=jax.random.PRNGKey(3), batch_size=6, fd_samples=1000
+    )  # every coordinate of these small arrays
     assert all(r["finite_difference_coords"] == np.prod(r["shape"]) for r in report.arrays)
     assert report.max_rel_diff_vs_finite_differences < 1e-7
     assert report.max_rel_error_vs_autodiff <= 1e-10
@@ -103,8 +103,9 @@ def test_gradcheck_catches_a_wrong_backward(x64, monkeypatch):
     from jaxmlp.ops import activations
 
     monkeypatch.setitem(activations._TABLE, "tanh", (activations.tanh_forward, lambda y, dy: dy * (1 - y)))
-    report = check_gradients(mlp.MLPConfig(sizes=(4, 5, 3), activation="tanh"), Hyper(),
-                             key=jax.random.PRNGKey(0), batch_size=6)
+    report = check_gradients(
+        mlp.MLPConfig(sizes=(4, 5, 3), activation="tanh"), Hyper(), key=jax.random.PRNGKey(0), batch_size=6
+    )
     assert not report.ok
     assert report.max_rel_error_vs_autodiff > 1e-3
     assert report.max_rel_diff_vs_finite_differences > 1e-3
@@ -131,8 +132,7 @@ def test_train_mode_updates_running_stats_and_eval_uses_them():
     z = np.asarray(x @ params[0]["W"])
     np.testing.assert_allclose(s1[0]["mean"], 0.5 * z.mean(0), rtol=1e-5)
     _, s2 = mlp.forward(params, s1, x, config=config, train=False)
-    assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(s2),
-                                                    jax.tree_util.tree_leaves(s1)))
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(s2), jax.tree_util.tree_leaves(s1)))
 
 
 def test_dropout_is_off_in_evaluation_and_needs_a_key_in_training():
@@ -146,10 +146,15 @@ def test_dropout_is_off_in_evaluation_and_needs_a_key_in_training():
         mlp.forward(params, state, x, config=config, hyper=Hyper(dropout_rate=0.5), train=True)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(sizes=(784,)), "layer sizes"), (dict(sizes=(784, 0, 10)), "layer sizes"),
-    (dict(activation="swish"), "unknown activation"), (dict(init="zeros"), "unknown init"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(sizes=(784,)), "layer sizes"),
+        (dict(sizes=(784, 0, 10)), "layer sizes"),
+        (dict(activation="swish"), "unknown activation"),
+        (dict(init="zeros"), "unknown init"),
+    ],
+)
 def test_config_rejects_bad_structure(bad, message):
     with pytest.raises(ValueError, match=message):
         mlp.MLPConfig(**bad)
@@ -176,21 +181,26 @@ def test_autodiff_loss_and_grads_is_a_drop_in_referee(x64):
 def test_input_dropout_gradients(x64, bn):
     """Input dropout has no backward of its own: the first layer caches the dropped-out input."""
     config = mlp.MLPConfig(sizes=(6, 5, 4, 3), batchnorm=bn, activation="tanh")
-    report = check_gradients(config, Hyper(dropout_rate=0.3, input_dropout_rate=0.4, l2=1e-3),
-                             key=jax.random.PRNGKey(2), batch_size=6, fd_samples=1000)
+    report = check_gradients(
+        config,
+        Hyper(dropout_rate=0.3, input_dropout_rate=0.4, l2=1e-3),
+        key=jax.random.PRNGKey(2),
+        batch_size=6,
+        fd_samples=1000,
+    )
     assert report.ok, report.to_dict()
     params, state = mlp.init(jax.random.PRNGKey(0), config)
     x = jnp.ones((200, 6))
-    _, _, caches = mlp.forward_with_caches(params, state, x, config=config, hyper=Hyper(input_dropout_rate=0.4),
-                                           train=True, key=jax.random.PRNGKey(1))
+    _, _, caches = mlp.forward_with_caches(
+        params, state, x, config=config, hyper=Hyper(input_dropout_rate=0.4), train=True, key=jax.random.PRNGKey(1)
+    )
     seen = np.asarray(caches[0][0])  # the first linear layer's input
     assert (seen == 0).mean() == pytest.approx(0.4, abs=0.03)
     np.testing.assert_allclose(seen[seen > 0], 1 / 0.6, rtol=1e-6)
 
 
 # eager is slow here (≈ 14 s of op-by-op dispatch): `make test-all`; the op-level test runs eager always
-@pytest.mark.parametrize("jit", [pytest.param(False, id="eager", marks=pytest.mark.slow),
-                                 pytest.param(True, id="jit")])
+@pytest.mark.parametrize("jit", [pytest.param(False, id="eager", marks=pytest.mark.slow), pytest.param(True, id="jit")])
 @pytest.mark.parametrize("bn", [False, True], ids=["nobn", "bn"])
 def test_mixed_precision_gradients(jit, bn):
     """matmul_dtype=bfloat16: the hand-written gradients equal jax.grad of the same mixed-precision
@@ -235,8 +245,9 @@ def test_forward_with_caches_and_backward_compose_to_loss_and_grads(x64):
     plus the caches, and backward of the cross-entropy's dlogits is loss_and_grads' gradient (L2 = 0)."""
     config, params, state, (x, y), hyper = setup("tanh", 0.3, True, 0.0, 2, jnp.float64)
     key = jax.random.PRNGKey(7)
-    logits, new_state, caches = mlp.forward_with_caches(params, state, x, config=config, hyper=hyper, train=True,
-                                                        key=key)
+    logits, new_state, caches = mlp.forward_with_caches(
+        params, state, x, config=config, hyper=hyper, train=True, key=key
+    )
     plain_logits, plain_state = mlp.forward(params, state, x, config=config, hyper=hyper, train=True, key=key)
     assert np.array_equal(logits, plain_logits) and tree_rel_diff(new_state, plain_state) == 0.0
     _, ce_cache = losses.cross_entropy_forward(logits, y)

@@ -85,16 +85,14 @@ def test_mlp_weight_grad_layouts_give_the_same_gradients(x64):
         config = mlp.MLPConfig(sizes=(40, 9, 3), weight_grad_layout=layout)
         params, state = mlp.init(jax.random.PRNGKey(0), config, dtype=jnp.float64)
         batch = (rand(5, (7, 40)), jnp.arange(7) % 3)
-        _, grads[layout], _, _ = mlp.loss_and_grads(params, state, batch, Hyper().as_arrays(), None,
-                                                    config=config)
+        _, grads[layout], _, _ = mlp.loss_and_grads(params, state, batch, Hyper().as_arrays(), None, config=config)
     for a, b in zip(jax.tree_util.tree_leaves(grads["auto"]), jax.tree_util.tree_leaves(grads["plain"])):
         assert_close(a, b, rtol=1e-12)
     with pytest.raises(ValueError, match="weight-gradient layout"):
         mlp.MLPConfig(weight_grad_layout="sideways")
 
 
-@pytest.mark.parametrize("method, std", [("he", (2 / 400) ** 0.5), ("xavier", (2 / 500) ** 0.5),
-                                         ("seed", 0.01)])
+@pytest.mark.parametrize("method, std", [("he", (2 / 400) ** 0.5), ("xavier", (2 / 500) ** 0.5), ("seed", 0.01)])
 def test_linear_init_std_and_zero_bias(method, std):
     p = linear.init(jax.random.PRNGKey(0), 400, 100, method)
     assert p["W"].shape == (400, 100) and p["W"].dtype == jnp.float32
@@ -120,12 +118,10 @@ def test_activation_backward_matches_vjp(x64, name, jit):
 def test_activation_values():
     x = jnp.array([-2.0, 0.0, 3.0])
     np.testing.assert_allclose(activations.forward("relu", x)[0], [0, 0, 3])  # seed's ReLU test
-    np.testing.assert_allclose(activations.forward("sigmoid", x)[0], 1 / (1 + np.exp([2.0, 0, -3])),
-                               rtol=1e-6)
+    np.testing.assert_allclose(activations.forward("sigmoid", x)[0], 1 / (1 + np.exp([2.0, 0, -3])), rtol=1e-6)
     np.testing.assert_allclose(activations.forward("tanh", x)[0], np.tanh([-2.0, 0, 3]), rtol=1e-6)
     # relu'(0) = 0, as jax.nn.relu and jax.grad of our forward
-    assert float(activations.backward("relu", activations.forward("relu", jnp.zeros(1))[1],
-                                      jnp.ones(1))[0]) == 0.0
+    assert float(activations.backward("relu", activations.forward("relu", jnp.zeros(1))[1], jnp.ones(1))[0]) == 0.0
     with pytest.raises(ValueError, match="unknown activation 'gelu'"):
         activations.forward("gelu", x)
 
@@ -217,7 +213,8 @@ def test_l2_backward_matches_grad(x64, jit):
     for W, g in zip(Ws, ref):
         assert_close(maybe_jit(losses.l2_backward, jit)(W, 0.01, 8), g)
     assert float(losses.l2_penalty(Ws, 0.01, 8)) == pytest.approx(
-        0.01 / 16 * sum(float(jnp.sum(W**2)) for W in Ws), rel=1e-12)
+        0.01 / 16 * sum(float(jnp.sum(W**2)) for W in Ws), rel=1e-12
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,8 +245,7 @@ def test_seed_loss_value(x64):
     z = jnp.asarray(SEED_Z.T)  # 4 examples x 3 classes
     y = jnp.argmax(z, axis=1)
     p = losses.softmax(z)
-    assert float(losses.cross_entropy_probs(p, one_hot(y, 3))) == pytest.approx(0.37474097876709611,
-                                                                                rel=1e-12)
+    assert float(losses.cross_entropy_probs(p, one_hot(y, 3))) == pytest.approx(0.37474097876709611, rel=1e-12)
     assert float(losses.cross_entropy_forward(z, y)[0]) == pytest.approx(0.37474097876709611, rel=1e-12)
 
 

@@ -13,8 +13,7 @@ NAMES = list(optim.OPTIMIZERS)
 
 
 def tree():
-    return ({"W": jnp.array([[1.0, -2.0], [0.5, 3.0]]), "b": jnp.array([0.1, -0.2])},
-            {"W": jnp.array([[4.0], [-1.0]])})
+    return ({"W": jnp.array([[1.0, -2.0], [0.5, 3.0]]), "b": jnp.array([0.1, -0.2])}, {"W": jnp.array([[4.0], [-1.0]])})
 
 
 def grads_like(t, seed):
@@ -33,13 +32,16 @@ def test_adam_first_step_is_minus_lr_sign_g():
     assert int(state.count) == 1
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("sgd", lambda g, p: -0.1 * g),
-    ("momentum", lambda g, p: -0.1 * g),  # v1 = g
-    ("nesterov", lambda g, p: -0.1 * (g + 0.9 * g)),  # v1 = g, Δ = -η (g + μ v1)
-    ("rmsprop", lambda g, p: -0.1 * g / (np.sqrt(0.1 * g * g) + 1e-8)),  # s1 = (1-ρ) g²
-    ("adamw", lambda g, p: -0.1 * (np.sign(g) + 0.01 * p)),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("sgd", lambda g, p: -0.1 * g),
+        ("momentum", lambda g, p: -0.1 * g),  # v1 = g
+        ("nesterov", lambda g, p: -0.1 * (g + 0.9 * g)),  # v1 = g, Δ = -η (g + μ v1)
+        ("rmsprop", lambda g, p: -0.1 * g / (np.sqrt(0.1 * g * g) + 1e-8)),  # s1 = (1-ρ) g²
+        ("adamw", lambda g, p: -0.1 * (np.sign(g) + 0.01 * p)),
+    ],
+)
 def test_first_steps_closed_form(name, expected):
     p = tree()
     g = grads_like(p, 1)
@@ -76,8 +78,10 @@ def test_converges_on_a_quadratic(name, jit):
     else:
         for _ in range(500):
             carry, _ = step(carry, None)
-    err = max(float(jnp.max(jnp.abs(p - t))) for p, t in zip(jax.tree_util.tree_leaves(carry[0]),
-                                                              jax.tree_util.tree_leaves(target)))
+    err = max(
+        float(jnp.max(jnp.abs(p - t)))
+        for p, t in zip(jax.tree_util.tree_leaves(carry[0]), jax.tree_util.tree_leaves(target))
+    )
     assert err < 1e-2
 
 
@@ -131,8 +135,7 @@ def test_50_steps_match_numpy_reference(name):
     for g in grads_seq:
         u, state = update(g, state, p, hyper)
         p = optim.apply_updates(p, u)
-    ref = numpy_reference(name, jax.tree_util.tree_leaves(tree()),
-                          [jax.tree_util.tree_leaves(g) for g in grads_seq], h)
+    ref = numpy_reference(name, jax.tree_util.tree_leaves(tree()), [jax.tree_util.tree_leaves(g) for g in grads_seq], h)
     for got, want in zip(jax.tree_util.tree_leaves(p), ref):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
@@ -145,8 +148,9 @@ def test_adam_reordered_form_equals_textbook_formula_float64(name, x64):
     ~10% at the first step (√(1 − β₂) = 0.1 here)."""
     h = dict(learning_rate=0.01, b1=0.9, b2=0.99, eps=1e-3, weight_decay=0.05)
     p = jax.tree_util.tree_map(lambda x: x.astype(jnp.float64), tree())
-    grads_seq = [jax.tree_util.tree_map(lambda g: 1e-3 * g.astype(jnp.float64), grads_like(p, 200 + s))
-                 for s in range(20)]
+    grads_seq = [
+        jax.tree_util.tree_map(lambda g: 1e-3 * g.astype(jnp.float64), grads_like(p, 200 + s)) for s in range(20)
+    ]
     opt = optim.get(name)
     hyper = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), Hyper(**h).as_arrays())
     state = opt.init(p)
@@ -154,8 +158,7 @@ def test_adam_reordered_form_equals_textbook_formula_float64(name, x64):
         u, state = opt.update(g, state, p, hyper)
         p = optim.apply_updates(p, u)
     h = {k: float(getattr(hyper, k)) for k in h}  # Hyper stores float32: the reference uses the same values
-    ref = numpy_reference(name, jax.tree_util.tree_leaves(tree()),
-                          [jax.tree_util.tree_leaves(g) for g in grads_seq], h)
+    ref = numpy_reference(name, jax.tree_util.tree_leaves(tree()), [jax.tree_util.tree_leaves(g) for g in grads_seq], h)
     for got, want in zip(jax.tree_util.tree_leaves(p), ref):
         assert got.dtype == jnp.float64
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
@@ -178,7 +181,8 @@ def test_hyperparameters_are_traced_not_baked_in():
         counted(g, opt.init(p), p, Hyper(learning_rate=lr).as_arrays())
     assert len(traces) == 1
     swept = jax.vmap(lambda h: compiled(g, opt.init(p), p, h)[0])(
-        stack([Hyper(learning_rate=lr) for lr in (0.1, 0.01)]))
+        stack([Hyper(learning_rate=lr) for lr in (0.1, 0.01)])
+    )
     first = jax.tree_util.tree_leaves(swept)[0]
     np.testing.assert_allclose(first[0], 10 * first[1], rtol=1e-5)
 
@@ -206,14 +210,16 @@ def lr_at(kind, step, **kw):
 
 def test_schedules_closed_form():
     assert lr_at("constant", 500, learning_rate=0.1) == pytest.approx(0.1)
-    assert lr_at("exponential", 50, learning_rate=0.1, decay_rate=0.5, decay_steps=100) == \
-        pytest.approx(0.1 * 0.5**0.5, rel=1e-6)
+    assert lr_at("exponential", 50, learning_rate=0.1, decay_rate=0.5, decay_steps=100) == pytest.approx(
+        0.1 * 0.5**0.5, rel=1e-6
+    )
     assert lr_at("step", 199, learning_rate=0.1, decay_rate=0.5, decay_steps=100) == pytest.approx(0.05)
     assert lr_at("step", 200, learning_rate=0.1, decay_rate=0.5, decay_steps=100) == pytest.approx(0.025)
     assert lr_at("cosine", 0, learning_rate=0.1, total_steps=100) == pytest.approx(0.1)
     assert lr_at("cosine", 50, learning_rate=0.1, total_steps=100) == pytest.approx(0.05, rel=1e-6)
-    assert lr_at("cosine", 100, learning_rate=0.1, total_steps=100, final_lr_fraction=0.1) == \
-        pytest.approx(0.01, rel=1e-5)
+    assert lr_at("cosine", 100, learning_rate=0.1, total_steps=100, final_lr_fraction=0.1) == pytest.approx(
+        0.01, rel=1e-5
+    )
     assert lr_at("cosine", 1000, learning_rate=0.1, total_steps=100) == pytest.approx(0.0, abs=1e-9)
 
 
@@ -222,7 +228,8 @@ def test_linear_warmup_multiplies_any_schedule():
     assert lr_at("constant", 4, learning_rate=0.1, warmup_steps=10) == pytest.approx(0.05)
     assert lr_at("constant", 50, learning_rate=0.1, warmup_steps=10) == pytest.approx(0.1)
     assert lr_at("cosine", 4, learning_rate=0.1, warmup_steps=10, total_steps=100) == pytest.approx(
-        0.05 * 0.5 * (1 + np.cos(np.pi * 0.04)), rel=1e-5)
+        0.05 * 0.5 * (1 + np.cos(np.pi * 0.04)), rel=1e-5
+    )
 
 
 def test_schedule_is_jittable_with_traced_parameters():
@@ -234,13 +241,20 @@ def test_schedule_is_jittable_with_traced_parameters():
         schedules.learning_rate_at("onecycle", 0, Hyper())
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(learning_rate=0.0), "learning rate must be a finite number > 0"),
-    (dict(learning_rate=-1.0), "learning rate"), (dict(learning_rate=float("nan")), "learning rate"),
-    (dict(learning_rate=float("inf")), "learning rate"),
-    (dict(dropout_rate=1.0), r"dropout rate must lie in \[0, 1\)"), (dict(dropout_rate=-0.1), "dropout"),
-    (dict(b2=1.0), "b2"), (dict(l2=-1.0), "l2"), (dict(ema_decay=1.5), "ema decay"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(learning_rate=0.0), "learning rate must be a finite number > 0"),
+        (dict(learning_rate=-1.0), "learning rate"),
+        (dict(learning_rate=float("nan")), "learning rate"),
+        (dict(learning_rate=float("inf")), "learning rate"),
+        (dict(dropout_rate=1.0), r"dropout rate must lie in \[0, 1\)"),
+        (dict(dropout_rate=-0.1), "dropout"),
+        (dict(b2=1.0), "b2"),
+        (dict(l2=-1.0), "l2"),
+        (dict(ema_decay=1.5), "ema decay"),
+    ],
+)
 def test_validate_rejects_bad_hyperparameters(bad, message):
     with pytest.raises(ValueError, match=message):
         validate(Hyper(**bad))

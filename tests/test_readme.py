@@ -14,8 +14,9 @@ BLOCKS = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), fl
 
 def test_readme_has_python_examples_that_import_only_jaxmlp():
     assert len(BLOCKS) >= 3
-    imports = {line.strip() for block in BLOCKS for line in block.splitlines()
-               if line.strip().startswith(("import ", "from "))}
+    imports = {
+        line.strip() for block in BLOCKS for line in block.splitlines() if line.strip().startswith(("import ", "from "))
+    }
     assert imports == {"import jax", "import jaxmlp as jm"}
 
 

@@ -87,8 +87,9 @@ def test_dropout_and_batchnorm_properties(x64, data, batch, d, rate):
 @PROPS
 @given(data=st.data(), batch=dims, classes=st.integers(2, 5))
 def test_cross_entropy_properties(x64, data, batch, classes):
-    z = jnp.asarray(data.draw(arrays(np.float64, (batch, classes),
-                                     elements=st.floats(-1e3, 1e3, allow_nan=False, width=64))))
+    z = jnp.asarray(
+        data.draw(arrays(np.float64, (batch, classes), elements=st.floats(-1e3, 1e3, allow_nan=False, width=64)))
+    )
     y = jnp.asarray(data.draw(arrays(np.int32, (batch,), elements=st.integers(0, classes - 1))))
     loss, cache = losses.cross_entropy_forward(z, y)
     assert np.isfinite(float(loss)) and float(loss) >= 0
@@ -101,12 +102,35 @@ def test_cross_entropy_properties(x64, data, batch, classes):
 
 def cli(*args, **kw):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "jaxmlp.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "jaxmlp.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **kw,
+    )
 
 
-TRAIN = ["train", "--dataset", "mnist", "--dev-size", "100", "--hidden", "32", "--dropout", "0.2",
-         "--batchnorm", "--ema", "0.9", "--batch-size", "20", "--epochs", "12", "--no-progress"]
+TRAIN = [
+    "train",
+    "--dataset",
+    "mnist",
+    "--dev-size",
+    "100",
+    "--hidden",
+    "32",
+    "--dropout",
+    "0.2",
+    "--batchnorm",
+    "--ema",
+    "0.9",
+    "--batch-size",
+    "20",
+    "--epochs",
+    "12",
+    "--no-progress",
+]
 
 
 def final_train_arrays(path):
@@ -163,9 +187,26 @@ def test_kill_9_then_resume_is_bit_identical(idx_dir, uninterrupted, tmp_path):
 
 
 def test_divergence_from_the_cli_names_the_step(idx_dir, tmp_path):
-    p = cli("train", "--dataset", "mnist", "--data-dir", str(idx_dir), "--dev-size", "100", "--hidden", "32",
-            "--optimizer", "sgd", "--learning-rate", "1e30", "--epochs", "3", "--no-progress",
-            "--out", str(tmp_path))
+    p = cli(
+        "train",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        str(idx_dir),
+        "--dev-size",
+        "100",
+        "--hidden",
+        "32",
+        "--optimizer",
+        "sgd",
+        "--learning-rate",
+        "1e30",
+        "--epochs",
+        "3",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    )
     _, err = p.communicate(timeout=300)
     assert p.returncode == 3
     lines = err.strip().splitlines()

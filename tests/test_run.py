@@ -38,8 +38,9 @@ def test_fit_learns_and_writes_its_files(tiny, tmp_path):
 
 def test_best_parameters_are_saved_with_ema_and_batchnorm(tiny, tmp_path):
     tc = small_tc(epochs=3, model=MLPConfig(sizes=(16, 32, 10), batchnorm=True))
-    res = run.fit(tiny, tc, Hyper(learning_rate=3e-3, ema_decay=0.9), out_dir=tmp_path, progress=False,
-                    log=lambda s: None)
+    res = run.fit(
+        tiny, tc, Hyper(learning_rate=3e-3, ema_decay=0.9), out_dir=tmp_path, progress=False, log=lambda s: None
+    )
     best_epoch = res.summary["best_epoch"]
     assert res.summary["dev_accuracy"] == max(r["dev_accuracy"] for r in res.history)
     assert res.history[best_epoch - 1]["dev_accuracy"] == res.summary["dev_accuracy"]
@@ -58,8 +59,11 @@ def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tiny, tmp_
     # the learning rate grows ×1e6 per epoch (16 steps): epoch 1 trains, later ones overflow
     tc = small_tc(epochs=6, optimizer="sgd", schedule="exponential")
     hyper = Hyper(learning_rate=0.05, decay_rate=1e6, decay_steps=16)
-    with pytest.raises(run.TrainingDiverged, match=r"non-finite at epoch (\d+), step (\d+) .*lower the "
-                                                     r"learning rate.*last good checkpoint") as e:
+    with pytest.raises(
+        run.TrainingDiverged,
+        match=r"non-finite at epoch (\d+), step (\d+) .*lower the "
+        r"learning rate.*last good checkpoint",
+    ) as e:
         run.fit(tiny, tc, hyper, out_dir=tmp_path, progress=False, log=lambda s: None)
     assert "\n" not in str(e.value)
     meta, arrays = checkpoint.load(tmp_path / "checkpoint.npz")
@@ -70,12 +74,19 @@ def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tiny, tmp_
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny, tmp_path):
     model = MLPConfig(sizes=(16, 32, 10), batchnorm=True)
     hyper = Hyper(learning_rate=3e-3, dropout_rate=0.2, ema_decay=0.999)
-    full = run.fit(tiny, small_tc(epochs=4, model=model), hyper, out_dir=tmp_path / "a",
-                     progress=False, log=lambda s: None)
-    run.fit(tiny, small_tc(epochs=2, model=model), hyper, out_dir=tmp_path / "b",
-              progress=False, log=lambda s: None)
-    resumed = run.fit(tiny, small_tc(epochs=4, model=model), hyper, out_dir=tmp_path / "b",
-                        resume=True, progress=False, log=lambda s: None)
+    full = run.fit(
+        tiny, small_tc(epochs=4, model=model), hyper, out_dir=tmp_path / "a", progress=False, log=lambda s: None
+    )
+    run.fit(tiny, small_tc(epochs=2, model=model), hyper, out_dir=tmp_path / "b", progress=False, log=lambda s: None)
+    resumed = run.fit(
+        tiny,
+        small_tc(epochs=4, model=model),
+        hyper,
+        out_dir=tmp_path / "b",
+        resume=True,
+        progress=False,
+        log=lambda s: None,
+    )
     assert leaves_equal(full.state, resumed.state)
     assert [r["train_loss"] for r in full.history] == [r["train_loss"] for r in resumed.history]
 
@@ -84,10 +95,18 @@ def test_resume_with_more_epochs_extends_the_cosine_horizon(tiny, tmp_path):
     """A 2-epoch cosine run resumed with epochs=3 trains epoch 3 on the 3-epoch schedule (not at
     learning rate 0, the decayed end of the 2-epoch one)."""
     hyper = Hyper(learning_rate=3e-3)
-    short = run.fit(tiny, small_tc(epochs=2, schedule="cosine"), hyper, out_dir=tmp_path / "a",
-                      progress=False, log=lambda s: None)
-    longer = run.fit(tiny, small_tc(epochs=3, schedule="cosine"), hyper, out_dir=tmp_path / "a", resume=True,
-                       progress=False, log=lambda s: None)
+    short = run.fit(
+        tiny, small_tc(epochs=2, schedule="cosine"), hyper, out_dir=tmp_path / "a", progress=False, log=lambda s: None
+    )
+    longer = run.fit(
+        tiny,
+        small_tc(epochs=3, schedule="cosine"),
+        hyper,
+        out_dir=tmp_path / "a",
+        resume=True,
+        progress=False,
+        log=lambda s: None,
+    )
     full = run.fit(tiny, small_tc(epochs=3, schedule="cosine"), hyper, progress=False, log=lambda s: None)
     steps = tiny.x_train.shape[0] // 50
     assert longer.summary["hyper"]["total_steps"] == full.summary["hyper"]["total_steps"] == 3 * steps
@@ -98,17 +117,34 @@ def test_resume_with_more_epochs_extends_the_cosine_horizon(tiny, tmp_path):
 def test_resume_refuses_a_different_configuration(tiny, tmp_path):
     run.fit(tiny, small_tc(epochs=1), Hyper(), out_dir=tmp_path, progress=False, log=lambda s: None)
     with pytest.raises(checkpoint.CheckpointError, match="different configuration"):
-        run.fit(tiny, small_tc(epochs=2, optimizer="sgd"), Hyper(), out_dir=tmp_path, resume=True,
-                  progress=False, log=lambda s: None)
+        run.fit(
+            tiny,
+            small_tc(epochs=2, optimizer="sgd"),
+            Hyper(),
+            out_dir=tmp_path,
+            resume=True,
+            progress=False,
+            log=lambda s: None,
+        )
     with pytest.raises(checkpoint.CheckpointError, match="no checkpoint"):
-        run.fit(tiny, small_tc(epochs=2), Hyper(), out_dir=tmp_path / "none", resume=True,
-                  progress=False, log=lambda s: None)
+        run.fit(
+            tiny,
+            small_tc(epochs=2),
+            Hyper(),
+            out_dir=tmp_path / "none",
+            resume=True,
+            progress=False,
+            log=lambda s: None,
+        )
 
 
-@pytest.mark.parametrize("kw, message", [
-    (dict(batch_size=5000), "batch size 5000 is larger than the 800 training examples"),
-    (dict(model=MLPConfig(sizes=(20, 10))), "does not fit data with 16 features"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(batch_size=5000), "batch size 5000 is larger than the 800 training examples"),
+        (dict(model=MLPConfig(sizes=(20, 10))), "does not fit data with 16 features"),
+    ],
+)
 def test_fit_rejects_mismatches(tiny, kw, message):
     with pytest.raises(ValueError, match=message):
         run.fit(tiny, small_tc(**kw), Hyper(), progress=False, log=lambda s: None)
@@ -135,10 +171,13 @@ def fixture_data(tmp_path_factory):
     return data.load_dataset("mnist", folder, dev_size=12, seed=0)
 
 
-@pytest.mark.parametrize("name, dropout, ema, accuracy, loss", [
-    ("v0.1.0_bn_dropout_ema", 0.2, 0.9, 0.05, 2.637713623046875),
-    ("v0.1.0_plain", None, None, 0.1, 2.6576745986938475),
-])
+@pytest.mark.parametrize(
+    "name, dropout, ema, accuracy, loss",
+    [
+        ("v0.1.0_bn_dropout_ema", 0.2, 0.9, 0.05, 2.637713623046875),
+        ("v0.1.0_plain", None, None, 0.1, 2.6576745986938475),
+    ],
+)
 def test_checkpoints_written_by_0_1_0_still_load(fixture_data, name, dropout, ema, accuracy, loss):
     """Files written by jaxmlp 0.1.0 (format 1, switches in the config): their switches become Hyper's
     None / numbers, and the model evaluates to what 0.1.0 measured on the same data (float32 sums in
@@ -153,10 +192,18 @@ def test_checkpoints_written_by_0_1_0_still_load(fixture_data, name, dropout, em
 
 def test_a_0_1_0_run_resumes(fixture_data, tmp_path):
     shutil.copy(FIXTURES / "v0.1.0_bn_dropout_ema.npz", tmp_path / "checkpoint.npz")
-    tc = step.TrainConfig(model=MLPConfig(sizes=(16, 8, 10), batchnorm=True), batch_size=16, epochs=3,
-                          schedule="cosine")
-    res = run.fit(fixture_data, tc, Hyper(learning_rate=3e-3, dropout_rate=0.2, ema_decay=0.9), out_dir=tmp_path,
-                  resume=True, progress=False, log=lambda s: None)
+    tc = step.TrainConfig(
+        model=MLPConfig(sizes=(16, 8, 10), batchnorm=True), batch_size=16, epochs=3, schedule="cosine"
+    )
+    res = run.fit(
+        fixture_data,
+        tc,
+        Hyper(learning_rate=3e-3, dropout_rate=0.2, ema_decay=0.9),
+        out_dir=tmp_path,
+        resume=True,
+        progress=False,
+        log=lambda s: None,
+    )
     assert [r["epoch"] for r in res.history] == [1, 2, 3] and res.state.ema is not None
     meta, _ = checkpoint.load(tmp_path / "checkpoint.npz")
     assert meta["format_version"] == checkpoint.FORMAT_VERSION and meta["jaxmlp_version"] == jaxmlp.__version__

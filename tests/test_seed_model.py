@@ -10,8 +10,9 @@ from experiments import seed_model as seed
 from conftest import tree_rel_diff
 
 
-@pytest.mark.parametrize("setup", [seed.SeedSetup(), seed.SeedSetup(stable_softmax=True, bias=True)],
-                         ids=["seed", "fixed"])
+@pytest.mark.parametrize(
+    "setup", [seed.SeedSetup(), seed.SeedSetup(stable_softmax=True, bias=True)], ids=["seed", "fixed"]
+)
 def test_seed_gradients_equal_jax_grad(x64, setup):
     params = seed.init(jax.random.PRNGKey(0), setup, d_in=6, d_out=4)
     x = jax.random.normal(jax.random.PRNGKey(1), (8, 6), jnp.float64)
@@ -39,8 +40,13 @@ def test_seed_run_reports_the_blow_up_and_the_fix():
     blown = seed.run(seed.SeedSetup(steps=30, init="he", learning_rate=0.5), *args, key=jax.random.PRNGKey(0))
     assert blown["first_nonfinite_params_step"] is not None and np.isnan(blown["test_accuracy"])
     xs = (x - x.mean()) / x.std()
-    fixed = seed.run(seed.SeedSetup(steps=30, normalize_inputs=True, stable_softmax=True, bias=True),
-                     jnp.asarray(xs), jnp.asarray(y), jnp.asarray(xs[:50]), jnp.asarray(y[:50]),
-                     key=jax.random.PRNGKey(0))
+    fixed = seed.run(
+        seed.SeedSetup(steps=30, normalize_inputs=True, stable_softmax=True, bias=True),
+        jnp.asarray(xs),
+        jnp.asarray(y),
+        jnp.asarray(xs[:50]),
+        jnp.asarray(y[:50]),
+        key=jax.random.PRNGKey(0),
+    )
     assert fixed["first_nonfinite_step"] is None and 0 <= fixed["test_accuracy"] <= 1
     assert fixed["loss"].shape == (30,)

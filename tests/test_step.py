@@ -50,10 +50,15 @@ def test_epoch_scan_equals_python_loop_of_steps(tiny):
     assert np.array_equal(scanned.key, key) and int(scanned.step) == 16
 
 
-@pytest.mark.parametrize("kw, message", [(dict(epochs=0), "epochs must be ≥ 1"),
-                                         (dict(batch_size=0), "batch size must be ≥ 1"),
-                                         (dict(optimizer="adagrad"), "unknown optimizer"),
-                                         (dict(scan_unroll=0), "scan unroll must be ≥ 1")])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(epochs=0), "epochs must be ≥ 1"),
+        (dict(batch_size=0), "batch size must be ≥ 1"),
+        (dict(optimizer="adagrad"), "unknown optimizer"),
+        (dict(scan_unroll=0), "scan unroll must be ≥ 1"),
+    ],
+)
 def test_train_config_rejects_bad_values(kw, message):
     with pytest.raises(ValueError, match=message):
         small_tc(**kw)

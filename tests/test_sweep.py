@@ -28,8 +28,9 @@ def tiny(tmp_path_factory):
 
 
 def tc_for(hidden=(32,), **kw):
-    model = MLPConfig(sizes=(16, *hidden, 10), activation=kw.pop("activation", "sigmoid"),
-                      batchnorm=kw.pop("batchnorm", True))
+    model = MLPConfig(
+        sizes=(16, *hidden, 10), activation=kw.pop("activation", "sigmoid"), batchnorm=kw.pop("batchnorm", True)
+    )
     return step.TrainConfig(model=model, batch_size=50, epochs=kw.pop("epochs", 3), **kw)
 
 
@@ -39,8 +40,9 @@ def train_alone(ds, tc, member, *, shared_key=0):
     h = member.hyper.as_arrays()
     ts = step.init_state(jax.random.PRNGKey(member.seed), narrow, h)
     # the library's epoch with the sweep's batch order (step._epoch: train_epoch with a given order)
-    epoch = jax.jit(lambda ts, h, x, y, idx: step._epoch(ts, h, x, y, narrow, idx,
-                                                         partial(loss_and_grads, config=narrow.model)))
+    epoch = jax.jit(
+        lambda ts, h, x, y, idx: step._epoch(ts, h, x, y, narrow, idx, partial(loss_and_grads, config=narrow.model))
+    )
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
     for e in range(tc.epochs):
         idx = data.batch_indices(jax.random.fold_in(jax.random.PRNGKey(shared_key), e), x.shape[0], 50)
@@ -64,8 +66,7 @@ def test_parse_axis():
 
 
 def test_grid_members_and_validation():
-    ms = sweep.grid(Hyper(), {"learning_rate": [1e-3, 1e-2], "l2": [0.0, 1e-4, 1e-3]}, seeds=2,
-                    hidden=[(8,), (16,)])
+    ms = sweep.grid(Hyper(), {"learning_rate": [1e-3, 1e-2], "l2": [0.0, 1e-4, 1e-3]}, seeds=2, hidden=[(8,), (16,)])
     assert len(ms) == 2 * 3 * 2 * 2
     assert {m.seed for m in ms} == {0, 1} and {m.hidden for m in ms} == {(8,), (16,)}
     with pytest.raises(ValueError, match="cannot sweep 'epochs'"):
@@ -81,8 +82,7 @@ def test_member_equals_same_configuration_trained_alone(tiny):
     """Members with different learning rates, L2, seeds AND widths (masked): each ends where it would
     alone. Sigmoid + batch norm: the case where an unmasked padded unit would NOT stay silent."""
     tc = tc_for(hidden=(32,))
-    members = sweep.grid(Hyper(), {"learning_rate": [3e-3, 1e-2], "l2": [0.0, 1e-3]}, seeds=2,
-                         hidden=[(32,), (8,)])
+    members = sweep.grid(Hyper(), {"learning_rate": [3e-3, 1e-2], "l2": [0.0, 1e-3]}, seeds=2, hidden=[(32,), (8,)])
     res, ts_wide = sweep_states(tiny, tc, members, axes=["learning_rate", "l2"])
     for j in (0, 5, 10, 15):  # wide and narrow members, both seeds, all hyperparameter values
         m = members[j]
@@ -92,7 +92,7 @@ def test_member_equals_same_configuration_trained_alone(tiny):
             np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
         # and the padding stayed exactly zero
         W0 = np.asarray(ts_wide.params[0]["W"][j])
-        assert not W0[:, m.hidden[0]:].any() and not np.asarray(ts_wide.params[1]["W"][j])[m.hidden[0]:].any()
+        assert not W0[:, m.hidden[0] :].any() and not np.asarray(ts_wide.params[1]["W"][j])[m.hidden[0] :].any()
     assert res.summary["members"] == 16 and res.summary["diverged"] == 0
 
 
@@ -103,7 +103,8 @@ def test_per_member_shuffle_uses_each_members_own_key(tiny):
     alone = step.init_state(jax.random.PRNGKey(1), tc, members[1].hyper.as_arrays())
     for _ in range(2):
         alone, _ = jax.jit(step.train_epoch, static_argnames="tc")(
-            alone, members[1].hyper.as_arrays(), jnp.asarray(tiny.x_train), jnp.asarray(tiny.y_train), tc=tc)
+            alone, members[1].hyper.as_arrays(), jnp.asarray(tiny.x_train), jnp.asarray(tiny.y_train), tc=tc
+        )
     for a, b in zip(jax.tree_util.tree_leaves(ts_wide.params), jax.tree_util.tree_leaves(alone.params)):
         np.testing.assert_allclose(a[1], b, rtol=RTOL, atol=ATOL)
 
@@ -136,13 +137,16 @@ def test_chunks_give_the_same_results_as_one_program(tiny):
 def test_outputs_and_best_checkpoint(tiny, tmp_path):
     tc = tc_for(hidden=(16,))
     members = sweep.grid(Hyper(), {"learning_rate": [1e-3, 1e-2], "dropout_rate": [0.0, 0.2]}, seeds=1)
-    res = sweep.run_sweep(tiny, tc, members, axes=["learning_rate", "dropout_rate"], out_dir=tmp_path,
-                          log=lambda s: None)
+    res = sweep.run_sweep(
+        tiny, tc, members, axes=["learning_rate", "dropout_rate"], out_dir=tmp_path, log=lambda s: None
+    )
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert len(rows) == 4 and [float(r["dev_accuracy"]) for r in rows] == pytest.approx(
-        [r["dev_accuracy"] for r in res.rows])
-    assert {"learning_rate", "dropout_rate", "seed", "train_loss", "dev_accuracy", "test_accuracy",
-            "diverged"} <= set(rows[0])
+        [r["dev_accuracy"] for r in res.rows]
+    )
+    assert {"learning_rate", "dropout_rate", "seed", "train_loss", "dev_accuracy", "test_accuracy", "diverged"} <= set(
+        rows[0]
+    )
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["members"] == 4 and summary["examples_per_second"] > 0
     assert summary["best"]["hyper"]["dropout_rate"] is not None  # a dropout axis turns dropout layers on
@@ -191,9 +195,29 @@ def test_sweep_cli(tmp_path, capsys):
 
     folder = make_idx_dataset(tmp_path / "idx", n_train=300, n_test=50)
     out = tmp_path / "sw"
-    code = main(["sweep", "--dataset", "mnist", "--data-dir", str(folder), "--dev-size", "50",
-                 "--hidden", "16/32", "--learning-rate", "1e-3:1e-2:log:3", "--seeds", "2",
-                 "--epochs", "2", "--batch-size", "50", "--out", str(out)])
+    code = main(
+        [
+            "sweep",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            str(folder),
+            "--dev-size",
+            "50",
+            "--hidden",
+            "16/32",
+            "--learning-rate",
+            "1e-3:1e-2:log:3",
+            "--seeds",
+            "2",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "50",
+            "--out",
+            str(out),
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0 and "12 members" in text and "best member" in text
     assert len(list(csv.DictReader(open(out / "results.csv")))) == 12
@@ -205,8 +229,11 @@ def test_members_with_and_without_an_optional_op_share_one_program(tiny):
     exactly what the member with those values does, and the member with real values differs."""
     tc = tc_for(hidden=(16,), epochs=1)
     base = Hyper(learning_rate=1e-2)
-    members = [sweep.Member(base, 0, (16,)), sweep.Member(base._replace(dropout_rate=0.0, ema_decay=0.0), 0, (16,)),
-               sweep.Member(base._replace(dropout_rate=0.3, ema_decay=0.9), 0, (16,))]
+    members = [
+        sweep.Member(base, 0, (16,)),
+        sweep.Member(base._replace(dropout_rate=0.0, ema_decay=0.0), 0, (16,)),
+        sweep.Member(base._replace(dropout_rate=0.3, ema_decay=0.9), 0, (16,)),
+    ]
     res = sweep.run_sweep(tiny, tc, members, log=lambda s: None)
     assert res.rows[0]["train_loss"] == res.rows[1]["train_loss"]
     assert res.rows[0]["dev_accuracy"] == res.rows[1]["dev_accuracy"]

@@ -49,7 +49,7 @@ def permutation(key, n: int):
     make every value distinct and break ties in order, so this is the same stable sort with
     (32 - b)-bit keys, M = 2**(32 - b), and the same stopping rule gives the rounds (3 at n = 50,000 or
     60,000). Above 2**20 elements (keys under 12 bits) it calls ``jax.random.permutation``. What the
-    single-array sort saves is measured in benchmarks/RESULTS.md ("Epoch shuffle").
+    single-array sort saves is measured in benchmarks/RESULTS.md ("Where the step's time goes").
     """
     index_bits = max(1, (n - 1).bit_length())
     key_bits = 32 - index_bits

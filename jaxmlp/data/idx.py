@@ -25,9 +25,9 @@ IMAGES_MAGIC = 2051  # 0x00000803: unsigned byte, 3 dimensions
 LABELS_MAGIC = 2049  # 0x00000801: unsigned byte, 1 dimension
 NUM_CLASSES = 10
 
+
 class DatasetError(Exception):
     """Data could not be found, fetched or read; the message says which file and why."""
-
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -61,9 +61,7 @@ def read_idx(path: str | os.PathLike, expect: str) -> np.ndarray:
         raise DatasetError(f"{path}: too short to be an IDX file ({len(data)} bytes)")
     (magic,) = struct.unpack(">i", data[:4])
     if magic != magic_wanted:
-        raise DatasetError(
-            f"{path}: wrong magic number {magic} (IDX {expect} files start with {magic_wanted})"
-        )
+        raise DatasetError(f"{path}: wrong magic number {magic} (IDX {expect} files start with {magic_wanted})")
     header_len = 4 + 4 * ndim
     if len(data) < header_len:
         raise DatasetError(f"{path}: header truncated ({len(data)} of {header_len} bytes)")
@@ -85,14 +83,9 @@ def read_pair(images_path, labels_path, num_classes: int = NUM_CLASSES):
     images = read_idx(images_path, "images")
     labels = read_idx(labels_path, "labels")
     if images.shape[0] != labels.shape[0]:
-        raise DatasetError(
-            f"{images_path} has {images.shape[0]} images but {labels_path} has "
-            f"{labels.shape[0]} labels"
-        )
+        raise DatasetError(f"{images_path} has {images.shape[0]} images but {labels_path} has {labels.shape[0]} labels")
     bad = labels >= num_classes
     if bad.any():
         i = int(np.argmax(bad))
-        raise DatasetError(
-            f"{labels_path}: label {int(labels[i])} at index {i} is not < {num_classes} classes"
-        )
+        raise DatasetError(f"{labels_path}: label {int(labels[i])} at index {i} is not < {num_classes} classes")
     return images, labels.astype(np.int32)

@@ -47,9 +47,7 @@ def validate_images(images, what: str = "images") -> np.ndarray:
         if not np.isfinite(x).all():
             raise DatasetError(f"{what}: contains NaN or infinite pixel values")
         if x.min() < 0 or x.max() > 255:
-            raise DatasetError(
-                f"{what}: pixel values must lie in [0, 255], found [{x.min():g}, {x.max():g}]"
-            )
+            raise DatasetError(f"{what}: pixel values must lie in [0, 255], found [{x.min():g}, {x.max():g}]")
     return x.astype(np.float32)
 
 
@@ -109,8 +107,9 @@ class Dataset(NamedTuple):
     num_classes: int
 
 
-def prepare(name, train_images, train_labels, test_images, test_labels, *, dev_size, seed,
-            num_classes=NUM_CLASSES) -> Dataset:
+def prepare(
+    name, train_images, train_labels, test_images, test_labels, *, dev_size, seed, num_classes=NUM_CLASSES
+) -> Dataset:
     """Split, fit the normalizer on the training split, and normalize every split."""
     for what, y in (("training labels", train_labels), ("test labels", test_labels)):
         y = np.asarray(y)
@@ -119,29 +118,42 @@ def prepare(name, train_images, train_labels, test_images, test_labels, *, dev_s
     for what, x, y in (("training", train_images, train_labels), ("test", test_images, test_labels)):
         if len(x) != len(y):
             raise DatasetError(f"{what} set: {len(x)} images but {len(y)} labels")
-    xtr, ytr, xdev, ydev = split_train_dev(
-        np.asarray(train_images), np.asarray(train_labels, np.int32), dev_size, seed
-    )
+    xtr, ytr, xdev, ydev = split_train_dev(np.asarray(train_images), np.asarray(train_labels, np.int32), dev_size, seed)
     norm = fit_normalizer(xtr)
-    return Dataset(name, norm(xtr), ytr, _normalize_split(norm, xdev), ydev, norm(test_images),
-                   np.asarray(test_labels, np.int32), norm, num_classes)
+    return Dataset(
+        name,
+        norm(xtr),
+        ytr,
+        _normalize_split(norm, xdev),
+        ydev,
+        norm(test_images),
+        np.asarray(test_labels, np.int32),
+        norm,
+        num_classes,
+    )
 
 
-def load_dataset(name: str = "fashion-mnist", data_dir=None, *, dev_size: int = 10_000,
-                 seed: int = 0, allow_download: bool = True, mirrors=None) -> Dataset:
+def load_dataset(
+    name: str = "fashion-mnist",
+    data_dir=None,
+    *,
+    dev_size: int = 10_000,
+    seed: int = 0,
+    allow_download: bool = True,
+    mirrors=None,
+) -> Dataset:
     """Find or fetch dataset ``name``, read and validate its four files, split and normalize."""
     files = find_files(name, data_dir, allow_download=allow_download, mirrors=mirrors)
     xtr, ytr = read_pair(files["train_images"], files["train_labels"])
     xte, yte = read_pair(files["test_images"], files["test_labels"])
     if xtr.shape[1:] != xte.shape[1:]:
-        raise DatasetError(
-            f"{files['test_images']}: image size {xte.shape[1:]} differs from training {xtr.shape[1:]}"
-        )
+        raise DatasetError(f"{files['test_images']}: image size {xte.shape[1:]} differs from training {xtr.shape[1:]}")
     return prepare(name, xtr, ytr, xte, yte, dev_size=dev_size, seed=seed)
 
 
-def load_test_split(name: str = "mnist", data_dir=None, *, train_size: int = 8000, dev_size: int = 0,
-                    seed: int = 0) -> Dataset:
+def load_test_split(
+    name: str = "mnist", data_dir=None, *, train_size: int = 8000, dev_size: int = 0, seed: int = 0
+) -> Dataset:
     """A dataset made from the official TEST files alone, for machines that only have those (such
     as the real MNIST t10k set here): a seeded shuffle of the 10k images into ``train_size`` train,
     ``dev_size`` dev, and the rest test. Only the two t10k files are needed."""
@@ -150,22 +162,38 @@ def load_test_split(name: str = "mnist", data_dir=None, *, train_size: int = 800
         raise DatasetError("load_test_split needs the folder holding the t10k files (data_dir)")
     found = find_in(folder) if folder.is_dir() else None
     if not found or "test_images" not in found or "test_labels" not in found:
-        raise DatasetError(f"{folder}: missing {candidate_names('test_images')[0]} or "
-                           f"{candidate_names('test_labels')[0]}")
+        raise DatasetError(
+            f"{folder}: missing {candidate_names('test_images')[0]} or {candidate_names('test_labels')[0]}"
+        )
     x, y = read_pair(found["test_images"], found["test_labels"])
     n = x.shape[0]
     if not (0 < train_size and train_size + dev_size < n):
         raise DatasetError(f"train {train_size} + dev {dev_size} must leave test examples out of {n}")
     perm = np.random.default_rng(seed).permutation(n)
-    tr, dv, te = perm[:train_size], perm[train_size:train_size + dev_size], perm[train_size + dev_size:]
+    tr, dv, te = perm[:train_size], perm[train_size : train_size + dev_size], perm[train_size + dev_size :]
     norm = fit_normalizer(x[tr])
-    return Dataset(f"{name}-t10k-split", norm(x[tr]), y[tr], _normalize_split(norm, x[dv]), y[dv],
-                   norm(x[te]), y[te], norm, NUM_CLASSES)
+    return Dataset(
+        f"{name}-t10k-split",
+        norm(x[tr]),
+        y[tr],
+        _normalize_split(norm, x[dv]),
+        y[dv],
+        norm(x[te]),
+        y[te],
+        norm,
+        NUM_CLASSES,
+    )
 
 
 def subset(ds: Dataset, n_train: int, n_dev: int | None = None, n_test: int | None = None) -> Dataset:
     """The first examples of each split (quick runs); the normalizer is kept as it was."""
     n_dev = ds.x_dev.shape[0] if n_dev is None else n_dev
     n_test = ds.x_test.shape[0] if n_test is None else n_test
-    return ds._replace(x_train=ds.x_train[:n_train], y_train=ds.y_train[:n_train], x_dev=ds.x_dev[:n_dev],
-                       y_dev=ds.y_dev[:n_dev], x_test=ds.x_test[:n_test], y_test=ds.y_test[:n_test])
+    return ds._replace(
+        x_train=ds.x_train[:n_train],
+        y_train=ds.y_train[:n_train],
+        x_dev=ds.x_dev[:n_dev],
+        y_dev=ds.y_dev[:n_dev],
+        x_test=ds.x_test[:n_test],
+        y_test=ds.y_test[:n_test],
+    )

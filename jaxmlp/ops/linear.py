@@ -35,8 +35,7 @@ def init_std(method: str, d_in: int, d_out: int) -> float:
     raise ValueError(f"unknown init {method!r}; choose from {', '.join(INITS)}")
 
 
-def init(key, d_in: int, d_out: int, method: str = "he", *, bias: bool = True, scale=1.0,
-         dtype=jnp.float32):
+def init(key, d_in: int, d_out: int, method: str = "he", *, bias: bool = True, scale=1.0, dtype=jnp.float32):
     std = init_std(method, d_in, d_out)
     W = jax.random.normal(key, (d_in, d_out), dtype) * (std * jnp.asarray(scale, dtype))
     params = {"W": W}
