@@ -38,7 +38,7 @@ data:
 # cosine schedule, parameter EMA 0.999, batch 128, 30 epochs (`jaxmlp train --help`; accuracy and time
 # in benchmarks/RESULTS.md).
 train: $(STAMP) data
-	$(BIN)/jaxmlp train --out runs/default $(TRAIN_ARGS)
+	$(BIN)/jaxmlp train --out runs/default --overwrite $(TRAIN_ARGS)
 
 # Lint (ruff check + format check, configured in pyproject.toml), then the fast suite (slow tests
 # deselected); `make test-all` runs everything.

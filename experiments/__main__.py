@@ -10,12 +10,16 @@ import datetime
 import importlib
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import jax
+
+import jaxmlp as jm
+from jaxmlp import report
 
 NAMES = ["seed_reproduction", "activations", "optimizers", "regularization", "sweep_lr_l2", "best_mlp"]
 HERE = Path(__file__).resolve().parent
@@ -45,28 +49,43 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 2
-    out = (
-        Path(args.out)
-        if args.out
-        else (Path(tempfile.mkdtemp(prefix="jaxmlp-exp-")) if args.quick else HERE / "figures")
-    )
+    temporary = args.quick and not args.out
+    out = Path(tempfile.mkdtemp(prefix="jaxmlp-exp-")) if temporary else Path(args.out or HERE / "figures")
     sections_dir = out / "sections"
-    sections_dir.mkdir(parents=True, exist_ok=True)
-    for name in args.names:
-        t = time.perf_counter()
-        module = importlib.import_module(f"experiments.{name}")
-        body = module.run(args.quick, out)
-        seconds = time.perf_counter() - t
-        cmd = f"python -m experiments {name}" + (" --quick" if args.quick else "")
-        head = (
-            f"## {name}\n\n{(module.__doc__ or '').strip()}\n\n"
-            f"Command: `{cmd}` — {datetime.date.today().isoformat()}, {machine()}, {seconds:.0f} s.\n\n"
-        )
-        (sections_dir / f"{name}.md").write_text(head + body)
-        print(f"{name}: done in {seconds:.1f} s → {out}", flush=True)
+    failed = True
+    try:
+        sections_dir.mkdir(parents=True, exist_ok=True)
+        for name in args.names:
+            run_one(name, args.quick, out, sections_dir)
+        failed = False
+    except (jm.DatasetError, ValueError, OSError) as e:
+        print(f"experiments: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("experiments: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if temporary and failed:  # a failed --quick run leaves no temp folder behind
+            shutil.rmtree(out, ignore_errors=True)
     if not args.quick and args.out is None:
         write_results(sections_dir)
     return 0
+
+
+def run_one(name: str, quick: bool, out: Path, sections_dir: Path) -> None:
+    """Run one experiment and write its section (its figures go to ``out``)."""
+    t = time.perf_counter()
+    module = importlib.import_module(f"experiments.{name}")
+    body = module.run(quick, out)
+    seconds = time.perf_counter() - t
+    cmd = f"python -m experiments {name}" + (" --quick" if quick else "")
+    head = (
+        f"## {name}\n\n{(module.__doc__ or '').strip()}\n\n"
+        f"Command: `{cmd}` — {datetime.date.today().isoformat()}, {machine()}, {seconds:.0f} s.\n\n"
+    )
+    with report.atomic_write(sections_dir / f"{name}.md") as f:
+        f.write(head + body)
+    print(f"{name}: done in {seconds:.1f} s → {out}", flush=True)
 
 
 def write_results(sections_dir: Path) -> None:
@@ -81,7 +100,8 @@ def write_results(sections_dir: Path) -> None:
         if f.exists():
             text = f.read_text()
             parts.append(text.replace("](", "](figures/").replace("](figures/http", "](http"))
-    (HERE / "RESULTS.md").write_text("\n".join(parts))
+    with report.atomic_write(HERE / "RESULTS.md") as f:
+        f.write("\n".join(parts))
 
 
 if __name__ == "__main__":

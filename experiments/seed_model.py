@@ -26,8 +26,10 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxmlp.ops import activations, linear, losses
+from jaxmlp.run import first_nonfinite
 
 
 @dataclass(frozen=True)
@@ -110,11 +112,12 @@ def run(setup: SeedSetup, x_train, y_train, x_test, y_test, *, key):
 
     params, (loss, max_logit, finite) = jax.jit(lambda p: jax.lax.scan(step, p, jnp.arange(setup.steps)))(params)
 
-    def first(bad):
-        return int(jnp.argmax(bad)) + 1 if bool(jnp.any(bad)) else None
+    def first(values):  # the 1-based update whose value is the first non-finite one (None: never)
+        i = int(first_nonfinite(values))
+        return i + 1 if i >= 0 else None
 
-    first_bad = first(~jnp.isfinite(loss))
-    first_nan_params = first(~finite)
+    first_bad = first(loss)
+    first_nan_params = first(np.where(np.asarray(finite), 0.0, np.nan))
     use = [p if setup.bias else {"W": p["W"]} for p in params]
     logits = linear.forward(use[1], activations.forward("relu", linear.forward(use[0], x_test)[0])[0])[0]
     acc = float(jnp.mean(jnp.argmax(logits, axis=-1) == y_test)) if first_nan_params is None else float("nan")

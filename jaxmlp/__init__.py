@@ -11,14 +11,14 @@ Everything a script needs is here (``import jaxmlp as jm``) and listed in ``__al
     tc = jm.TrainConfig(model=config, optimizer="adam", epochs=10)
     result = jm.fit(ds, tc, hyper, out_dir="runs/x")
 
-Layers, top to bottom (each module states its contract at its top; arrows only point down):
-``cli`` → ``run`` (fit), ``sweep``, ``parallel`` → ``report`` (files, plots, progress) → ``step`` (pure
-step / epoch / evaluate) → ``optim``, ``schedules``, ``mlp`` → ``ops``, ``hyper``; beside them ``data``
-(``idx``, ``sources``, ``prepare``, ``batching``), ``checkpoint``, ``compiler``, ``gradcheck``.
+Layers, top to bottom (each module imports only from below it): ``cli`` → this namespace → ``sweep`` →
+``run`` (fit) → ``parallel`` → ``report`` (outputs) → ``step`` (pure step / epoch / evaluate) → ``optim``,
+``schedules`` → ``gradcheck`` → ``mlp`` → ``ops``, ``hyper`` → ``data`` (``idx``, ``sources``, ``prepare``,
+``batching``), ``checkpoint``, ``compiler`` → ``files`` (the atomic writer).
 Names beginning with ``_`` are internal.
 """
 
-from jaxmlp import data, ops, optim, schedules
+from jaxmlp import data, ops, optim, parallel, schedules
 from jaxmlp._version import __version__
 from jaxmlp.checkpoint import CheckpointError
 from jaxmlp.checkpoint import load as load_checkpoint
@@ -27,7 +27,8 @@ from jaxmlp.checkpoint import save as save_checkpoint
 from jaxmlp.compiler import epoch_options
 from jaxmlp.data import Dataset, DatasetError, load_dataset, one_hot
 from jaxmlp.gradcheck import GradReport, check_gradients
-from jaxmlp.hyper import Hyper, validate
+from jaxmlp.hyper import Hyper
+from jaxmlp.hyper import validate as validate_hyper
 from jaxmlp.mlp import (
     MLPConfig,
     autodiff_loss_and_grads,
@@ -39,7 +40,7 @@ from jaxmlp.mlp import (
     loss_and_grads,
     predict,
 )
-from jaxmlp.run import FitResult, TrainingDiverged, fit, load_model
+from jaxmlp.run import FitResult, LoadedModel, RunInterrupted, TrainingDiverged, fit, load_model
 from jaxmlp.step import (
     TrainConfig,
     TrainState,
@@ -56,7 +57,7 @@ __all__ = [
     # model
     "MLPConfig",
     "Hyper",
-    "validate",
+    "validate_hyper",
     "init",
     "forward",
     "forward_with_caches",
@@ -84,7 +85,9 @@ __all__ = [
     "fit",
     "FitResult",
     "TrainingDiverged",
+    "RunInterrupted",
     "load_model",
+    "LoadedModel",
     "save_checkpoint",
     "load_checkpoint",
     "restore_checkpoint",
@@ -104,5 +107,6 @@ __all__ = [
     "one_hot",
     # building blocks
     "ops",
+    "parallel",
     "__version__",
 ]

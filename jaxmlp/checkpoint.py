@@ -9,7 +9,7 @@ Contract::
 Pytrees are flattened with their key paths ("train/params/0/W"); ``restore`` refills a template
 (built from the saved config) and refuses any missing array or shape/dtype mismatch, so a file from
 another architecture is a clear error, not silent garbage. ``save`` writes through
-``report.atomic_write`` (temp file in the same folder, fsync, ``os.replace``): a crash leaves the old
+``files.atomic_write`` (temp file in the same folder, fsync, ``os.replace``): a crash leaves the old
 file or the new one, never half of either. Files from a newer ``FORMAT_VERSION`` are refused.
 
 Format versions: 1 was written by jaxmlp 0.1.0; 2 (jaxmlp 0.2.0) records ``jaxmlp_version`` and
@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 from jaxmlp._version import __version__
-from jaxmlp.report import atomic_write
+from jaxmlp.files import atomic_write
 
 FORMAT_VERSION = 2
 _META = "__meta__"
@@ -50,6 +50,8 @@ def flatten(prefix: str, tree) -> dict:
 
 
 def save(path, trees: dict, meta: dict) -> None:
+    """Write ``trees`` ({prefix: pytree}) and the JSON-able ``meta`` to ``path`` atomically; the meta
+    gains ``format_version`` and ``jaxmlp_version``."""
     path = Path(path)
     arrays = {}
     for prefix, tree in trees.items():
@@ -61,9 +63,14 @@ def save(path, trees: dict, meta: dict) -> None:
 
 
 def load(path):
+    """(meta, {name: NumPy array}) of a checkpoint; CheckpointError (one line) for a file that is
+    missing, not an .npz, truncated, holds a pickled object, has no jaxmlp metadata or a newer format."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # every .npz is a zip archive
+            raise CheckpointError(f"{path}: not a checkpoint (.npz) file; a run's checkpoint is its checkpoint.npz")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

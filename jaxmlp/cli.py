@@ -9,11 +9,32 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import signal
 import sys
+from pathlib import Path
 
 EXIT_ERROR = 2
 EXIT_DIVERGED = 3
 EXIT_GRADCHECK = 1
+EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal's number, as shells report it
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, ``jaxmlp: error: …``, exit 2 (no usage dump)."""
+
+    def error(self, message):
+        self.exit(EXIT_ERROR, f"jaxmlp: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an interrupt so that ``fit`` stops the same way as on Ctrl-C."""
+
+    signal_name = "SIGTERM"
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
 
 
 def _hidden(text: str) -> tuple:
@@ -101,6 +122,26 @@ def _train_config(args, model):
     )
 
 
+# Hyper fields the train command sets from options of the same name (given or, on resume, the checkpoint's)
+_OPTIMIZER_NUMBERS = (
+    "learning_rate",
+    "momentum",
+    "b1",
+    "b2",
+    "eps",
+    "rho",
+    "weight_decay",
+    "decay_rate",
+    "decay_steps",
+    "warmup_steps",
+    "final_lr_fraction",
+)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _off_if_zero(v):
     """A rate of 0 given on the command line means the op is absent (Hyper's None), not computed at 0."""
     return None if v is None or v == 0 else v
@@ -116,30 +157,17 @@ def _hyper(args):
         l2=args.l2,
         bn_momentum=args.bn_momentum,
         init_scale=args.init_scale,
-        **{
-            k: getattr(args, k)
-            for k in (
-                "learning_rate",
-                "momentum",
-                "b1",
-                "b2",
-                "eps",
-                "rho",
-                "weight_decay",
-                "decay_rate",
-                "decay_steps",
-                "warmup_steps",
-                "final_lr_fraction",
-            )
-            if getattr(args, k, None) is not None
-        },
+        **{k: getattr(args, k) for k in _OPTIMIZER_NUMBERS if getattr(args, k, None) is not None},
     )
-    jm.validate(h)
+    jm.validate_hyper(h)
     return h
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxmlp", description=__doc__.splitlines()[0])
+    from jaxmlp._version import __version__
+
+    parser = _Parser(prog="jaxmlp", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"jaxmlp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train an MLP and write metrics, curves, checkpoint, summary")
@@ -178,7 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     _speed_options(o)
     r = t.add_argument_group("output")
     r.add_argument("--out", default="runs/default", help="output folder (default runs/default)")
-    r.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    r.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run saved in --out, with its options; options given here override its numbers "
+        "(learning rate, epochs, …) — its structure cannot change",
+    )
+    r.add_argument("--overwrite", action="store_true", help="replace the run saved in --out (default: refuse)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument(
         "--data-parallel",
@@ -187,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     e = sub.add_parser("evaluate", help="accuracy of a saved model")
-    e.add_argument("checkpoint")
+    e.add_argument("checkpoint", help="a run folder, its checkpoint.npz or summary.json, or a sweep's folder")
     e.add_argument(
         "--dataset", default=None, choices=["fashion-mnist", "mnist"], help="default: the dataset it was trained on"
     )
@@ -198,13 +232,23 @@ def build_parser() -> argparse.ArgumentParser:
     d = w.add_argument_group("data")
     d.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
     d.add_argument("--data-dir", default=None)
-    d.add_argument("--dev-size", type=int, default=10_000)
-    a = w.add_argument_group("axes: each takes one value, a list 0,1e-4,1e-3, or a range 1e-4:1e-1:log:8")
+    d.add_argument("--dev-size", type=int, default=10_000, help="examples held out of train (default 10000)")
+    a = w.add_argument_group(
+        "axes: each takes one value, a list 0,1e-4,1e-3, or a range 1e-4:1e-1:log:8 (log-spaced) / 0:0.5:lin:6"
+    )
     a.add_argument(
         "--hidden", default="100", help="hidden widths; alternatives separated by '/', e.g. 64/128/256 or 64,64/128,128"
     )
     for name, default in SWEEP_AXES.items():
-        a.add_argument(f"--{name.replace('_', '-')}", default=default, dest=name)
+        field = SWEEP_FIELDS.get(name, name)
+        off = " (default: off)" if name in SWEEP_FIELDS else ""
+        a.add_argument(
+            f"--{name.replace('_', '-')}",
+            default=default,
+            dest=name,
+            metavar="VALUES",
+            help=f"Hyper.{field}{off}" if default is None else f"Hyper.{field} (default {default})",
+        )
     w.add_argument("--seeds", type=int, default=1, help="seeds per setting (default 1)")
     w.add_argument(
         "--random",
@@ -218,17 +262,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="each member shuffles the data with its own key (default: one shared order)",
     )
-    w.add_argument("--chunk-size", type=int, default=None, help="members per compiled run (default all)")
-    w.add_argument("--activation", default="relu")
-    w.add_argument("--batchnorm", action="store_true")
-    w.add_argument("--init", default="he")
-    w.add_argument("--optimizer", default="adam")
-    w.add_argument("--schedule", default="constant")
-    w.add_argument("--batch-size", type=int, default=128)
+    w.add_argument(
+        "--chunk-size", type=int, default=None, help="members per compiled run (default: as many as fit in memory)"
+    )
+    w.add_argument("--activation", default="relu", help="relu | tanh | sigmoid (default relu)")
+    w.add_argument("--batchnorm", action="store_true", help="batch normalization before activations")
+    w.add_argument("--init", default="he", help="he | xavier | seed (default he)")
+    w.add_argument(
+        "--optimizer", default="adam", help="sgd | momentum | nesterov | rmsprop | adam | adamw (default adam)"
+    )
+    w.add_argument("--schedule", default="constant", help="constant | exponential | step | cosine (default constant)")
+    w.add_argument("--batch-size", type=int, default=128, help="(default 128)")
     _speed_options(w)
-    w.add_argument("--epochs", type=int, default=5)
-    w.add_argument("--seed", type=int, default=0, help="data split and shared data order")
-    w.add_argument("--out", default="runs/sweep")
+    w.add_argument("--epochs", type=int, default=5, help="(default 5)")
+    w.add_argument("--seed", type=int, default=0, help="data split and shared data order (default 0)")
+    w.add_argument("--out", default="runs/sweep", help="output folder (default runs/sweep)")
+    w.add_argument("--overwrite", action="store_true", help="replace the sweep saved in --out (default: refuse)")
 
     g = sub.add_parser("gradcheck", help="hand-derived gradients vs jax.grad and finite differences")
     _network_options(g)
@@ -241,16 +290,72 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_train(args) -> int:
+def _given(argv) -> set:
+    """The options given on the command line ``argv`` (their dests), as opposed to defaults."""
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for sub in subparsers.choices.values():
+        for action in sub._actions:
+            action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv))) - {"command"}
+
+
+# train options a resumed run takes from its checkpoint unless given: name -> (config, hyper, meta) -> value
+_FROM_CHECKPOINT = {
+    "dataset": lambda tc, h, meta: meta.get("dataset"),
+    "dev_size": lambda tc, h, meta: meta.get("dev_size"),
+    "hidden": lambda tc, h, meta: tc.model.sizes[1:-1],
+    "activation": lambda tc, h, meta: tc.model.activation,
+    "batchnorm": lambda tc, h, meta: tc.model.batchnorm,
+    "init": lambda tc, h, meta: tc.model.init,
+    "matmul_dtype": lambda tc, h, meta: tc.model.matmul_dtype,
+    "optimizer": lambda tc, h, meta: tc.optimizer,
+    "schedule": lambda tc, h, meta: tc.schedule,
+    "batch_size": lambda tc, h, meta: tc.batch_size,
+    "epochs": lambda tc, h, meta: tc.epochs,
+    "patience": lambda tc, h, meta: tc.patience,
+    "seed": lambda tc, h, meta: tc.seed,
+    "scan_unroll": lambda tc, h, meta: tc.scan_unroll,
+    "dropout": lambda tc, h, meta: h.dropout_rate or 0.0,
+    "input_dropout": lambda tc, h, meta: h.input_dropout_rate or 0.0,
+    "ema": lambda tc, h, meta: h.ema_decay or 0.0,
+    **{
+        name: (lambda tc, h, meta, name=name: getattr(h, name))
+        for name in (*_OPTIMIZER_NUMBERS, "l2", "bn_momentum", "init_scale")
+    },
+}
+
+
+def _resume_options(args, given: set) -> None:
+    """For ``--resume``: every option not given on the command line takes the checkpoint's value, so
+    ``jaxmlp train --out DIR --resume --epochs 40`` continues the run as it was, with 40 epochs."""
     import jaxmlp as jm
 
+    path = Path(args.out) / "checkpoint.npz"
+    if not path.is_file():
+        raise jm.CheckpointError(f"--resume: no checkpoint at {path}")
+    tc, hyper, _, _, _, meta = jm.load_model(path)
+    for name, value_of in _FROM_CHECKPOINT.items():
+        value = value_of(tc, hyper, meta)
+        if name not in given and value is not None:
+            setattr(args, name, value)
+    if args.dataset not in ("fashion-mnist", "mnist"):
+        raise ValueError(f"{path} was trained on {args.dataset!r}, which the command cannot load")
+
+
+def cmd_train(args, given=frozenset()) -> int:
+    import jaxmlp as jm
+
+    if args.resume:
+        _resume_options(args, given)
     hyper = _hyper(args)
     ds = jm.load_dataset(args.dataset, args.data_dir, dev_size=args.dev_size, seed=args.seed)
     tc = _train_config(args, _model_config(args, ds.x_train.shape[1], ds.num_classes))
     print(
         f"{ds.name}: {ds.x_train.shape[0]} train / {ds.x_dev.shape[0]} dev / {ds.x_test.shape[0]} test; "
-        f"network {'-'.join(map(str, tc.model.sizes))} {tc.model.activation}, {tc.optimizer} "
-        f"lr {args.learning_rate:g}, batch {tc.batch_size}, {tc.epochs} epochs → {args.out}"
+        f"network {'-'.join(map(str, tc.model.sizes))}"
+        f"{' ' + tc.model.activation if tc.model.num_hidden else ' (softmax regression)'}, {tc.optimizer} "
+        f"lr {args.learning_rate:g}, batch {tc.batch_size}, {_count(tc.epochs, 'epoch')} → {args.out}"
     )
     result = jm.fit(
         ds,
@@ -258,6 +363,7 @@ def cmd_train(args) -> int:
         hyper,
         out_dir=args.out,
         resume=args.resume,
+        overwrite=args.overwrite,
         progress=not args.no_progress,
         data_parallel=args.data_parallel,
     )
@@ -269,10 +375,25 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _checkpoint_of(text: str) -> Path:
+    """The checkpoint a path means: a run folder (its checkpoint.npz, or a sweep's best_checkpoint.npz),
+    a file inside such a folder (summary.json, metrics.csv, …), or a checkpoint file itself."""
+    import jaxmlp as jm
+
+    path = Path(text)
+    if path.suffix == ".npz" or not (path.is_dir() or path.is_file()):
+        return path  # load_model says what is wrong with it
+    folder = path if path.is_dir() else path.parent
+    for name in ("checkpoint.npz", "best_checkpoint.npz"):
+        if (folder / name).is_file():
+            return folder / name
+    raise jm.CheckpointError(f"{text}: no checkpoint.npz (a run's) or best_checkpoint.npz (a sweep's) in {folder}")
+
+
 def cmd_evaluate(args) -> int:
     import jaxmlp as jm
 
-    tc, _, params, bn_state, norm, meta = jm.load_model(args.checkpoint)
+    tc, _, params, bn_state, norm, meta = jm.load_model(_checkpoint_of(args.checkpoint))
     name = args.dataset or meta.get("dataset", "fashion-mnist")
     files = jm.data.find_files(name, args.data_dir)
     if args.split == "test":
@@ -341,8 +462,9 @@ def cmd_sweep(args) -> int:
     ds = jm.load_dataset(args.dataset, args.data_dir, dev_size=args.dev_size, seed=args.seed)
     tc = _train_config(args, _model_config(args, ds.x_train.shape[1], ds.num_classes, hidden=hidden[0]))
     print(
-        f"{ds.name}: {len(members)} members ({', '.join(swept) or 'no axes'}"
-        f"{', hidden' if len(hidden) > 1 else ''} × {args.seeds} seeds), {tc.epochs} epochs → {args.out}"
+        f"{ds.name}: {_count(len(members), 'member')} ({', '.join(swept) or 'no axes'}"
+        f"{', hidden' if len(hidden) > 1 else ''} × {_count(args.seeds, 'seed')}), {_count(tc.epochs, 'epoch')} "
+        f"→ {args.out}"
     )
     res = jm.run_sweep(
         ds,
@@ -350,15 +472,17 @@ def cmd_sweep(args) -> int:
         members,
         chunk_size=args.chunk_size,
         shared_order=not args.per_member_shuffle,
+        overwrite=args.overwrite,
         data_seed=args.seed,
         axes=swept,
         out_dir=args.out,
     )
     s, b = res.summary, res.summary["best"]
     if b is not None:
+        which = [f"{n}={b[n]:g}" for n in swept] + ([f"hidden={b['hidden']}"] if len(hidden) > 1 else [])
         print(
-            f"best member {b['member']}: dev {b['dev_accuracy']:.4f}, test {b['test_accuracy']:.4f} "
-            f"({', '.join(f'{n}={b[n]:g}' for n in swept)}{', hidden=' + b['hidden'] if len(hidden) > 1 else ''})"
+            f"best member {b['member']}: dev {b['dev_accuracy']:.4f}, test {b['test_accuracy']:.4f}"
+            + (f" ({', '.join(which)})" if which else "")
         )
     print(
         f"{s['diverged']} diverged; {s['examples_per_second']:.0f} examples/s over all members "
@@ -373,7 +497,6 @@ def cmd_gradcheck(args) -> int:
     if not args.float32:
         jax.config.update("jax_enable_x64", True)
     import jaxmlp as jm
-    from jaxmlp.gradcheck import FD_TOL
 
     config = _model_config(args, args.input_dim, args.classes)
     hyper = _hyper(argparse.Namespace(**{**vars(args), "learning_rate": 1.0}))
@@ -402,29 +525,63 @@ def cmd_gradcheck(args) -> int:
         fd = report.max_rel_diff_vs_finite_differences
         print(
             f"max: {report.max_rel_error_vs_autodiff:.2e} vs jax.grad (tolerance {report.autodiff_tol:g})"
-            + ("" if fd is None else f", {fd:.2e} vs finite differences (tolerance {FD_TOL:g})")
+            + ("" if fd is None else f", {fd:.2e} vs finite differences (tolerance {report.fd_tol:g})")
             + ("  OK" if report.ok else "  FAILED")
         )
     return 0 if report.ok else EXIT_GRADCHECK
 
 
-def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from jaxmlp import CheckpointError, DatasetError, TrainingDiverged
+def _resume_command(argv) -> str:
+    """The command that continues an interrupted ``jaxmlp train …``: the same options plus --resume."""
+    args = [a for a in argv if a != "--overwrite"]
+    return "jaxmlp " + shlex.join(args if "--resume" in args else [*args, "--resume"])
 
+
+def _out_of_memory(e: Exception) -> bool:
+    return isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e) or "Out of memory" in str(e)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    import jax
+
+    from jaxmlp import CheckpointError, DatasetError, RunInterrupted, TrainingDiverged
+
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        commands = {"train": cmd_train, "evaluate": cmd_evaluate, "gradcheck": cmd_gradcheck, "sweep": cmd_sweep}
-        return commands[args.command](args)
+        if args.command == "train":
+            return cmd_train(args, _given(argv))
+        return {"evaluate": cmd_evaluate, "gradcheck": cmd_gradcheck, "sweep": cmd_sweep}[args.command](args)
     except TrainingDiverged as e:
         print(f"jaxmlp: error: {e}", file=sys.stderr)
         return EXIT_DIVERGED
-    except (DatasetError, CheckpointError, ValueError) as e:
+    except (DatasetError, CheckpointError, ValueError, OSError) as e:
         print(f"jaxmlp: error: {e}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("jaxmlp: interrupted", file=sys.stderr)
-        return 130
+    except RunInterrupted as e:
+        print(
+            f"jaxmlp: {e.signal_name}: stopped after {e.epochs_done} of {e.epochs} epochs; the checkpoint and "
+            f"the outputs of the finished epochs are in {e.out_dir}; resume with: {_resume_command(argv)}",
+            file=sys.stderr,
+        )
+        return EXIT_SIGNAL[e.signal_name]
+    except KeyboardInterrupt as e:
+        name = getattr(e, "signal_name", "SIGINT")
+        print(f"jaxmlp: {name}: interrupted", file=sys.stderr)
+        return EXIT_SIGNAL[name]
+    except (jax.errors.JaxRuntimeError, MemoryError) as e:
+        if not _out_of_memory(e):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(
+            f"jaxmlp: error: out of memory ({first}); use narrower --hidden layers, a smaller --batch-size or, "
+            "for sweeps, a smaller --chunk-size",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

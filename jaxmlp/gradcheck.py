@@ -48,6 +48,10 @@ class GradReport:
     arrays: list = field(default_factory=list)
 
     @property
+    def fd_tol(self) -> float:
+        return FD_TOL
+
+    @property
     def autodiff_tol(self) -> float:
         return AUTODIFF_TOL[self.dtype]
 

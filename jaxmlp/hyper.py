@@ -16,8 +16,8 @@ One switch per concept: ``dropout_rate``, ``input_dropout_rate`` and ``ema_decay
 default, which means the op is absent (no dropout layers, no parameter EMA). A number, even 0, puts
 the op in and its value may then be traced or swept. ``None`` is an empty pytree node, so whether an
 op exists is part of the pytree's structure, static under ``jax.jit`` — no separate flag that could
-disagree with the number. Rate 0 (decay 0) computes the same as ``None``, only with the op's work
-done (sweeps use that to mix members with and without it).
+disagree with the number. Rate 0 (decay 0) gives what ``None`` gives, only with the op's work done
+(sweeps use that to mix members with and without it; see ``align`` for the one caveat).
 """
 
 from __future__ import annotations
@@ -70,7 +70,10 @@ OPTIONAL = ("dropout_rate", "input_dropout_rate", "ema_decay")  # None: the op i
 def align(hypers) -> list:
     """The same Hyper values with one pytree structure: an optional op (``OPTIONAL``) that some have
     and others do not is given to all, the ones without it getting the neutral value 0 (rate 0 drops
-    nothing; decay 0 makes the EMA equal the parameters), which computes what they asked for."""
+    nothing; decay 0 makes the EMA equal the parameters), which computes what they asked for. One
+    caveat: input dropout takes its key from the step's dropout key first, so a member given input
+    dropout at rate 0 draws its hidden-layer dropout masks from another key than it would without:
+    the same distribution, another draw."""
     hypers = list(hypers)
     for name in OPTIONAL:
         if any(getattr(h, name) is not None for h in hypers):

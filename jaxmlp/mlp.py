@@ -32,7 +32,7 @@ those masks, the public functions are the same with none.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import jax
 import jax.numpy as jnp
@@ -90,13 +90,18 @@ class MLPConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> MLPConfig:
-        return cls(
-            **{
-                k: d[k]
-                for k in ("sizes", "activation", "batchnorm", "init", "matmul_dtype", "weight_grad_layout")
-                if k in d
-            }
-        )
+        """The inverse of ``to_dict``; missing fields take their defaults, unknown ones are a ValueError."""
+        check_fields(cls, d)
+        return cls(**d)
+
+
+def check_fields(cls, d: dict) -> None:
+    """ValueError naming the keys of ``d`` that are not fields of the dataclass ``cls`` (a configuration
+    written by another jaxmlp version: jaxmlp 0.1.0's dropout / input_dropout / ema switches are
+    ``Hyper`` numbers now, and ``jaxmlp.run.load_model`` converts such files)."""
+    unknown = sorted(set(d) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no field {', '.join(unknown)}")
 
 
 def init(key, config: MLPConfig, *, scale=1.0, dtype=jnp.float32):

@@ -39,6 +39,9 @@ def mesh(axis: str, devices=None) -> Mesh:
 
 
 def data_parallel_epoch(tc: step.TrainConfig, data_mesh: Mesh):
+    """``train_epoch`` for ``tc`` with each batch sharded over ``data_mesh``'s one axis (see the module
+    contract), jitted with the state donated: ``epoch(ts, hyper, x, y) -> (ts, metrics)``. ValueError
+    when the batch size is not a multiple of the mesh's size."""
     n = data_mesh.size
     if tc.batch_size % n:
         raise ValueError(f"batch size {tc.batch_size} must be a multiple of the {n} devices for data parallelism")

@@ -12,41 +12,31 @@ Contract::
     plot_sweep(rows, history, axes, out_dir)             # a sweep's heatmap.png or curves.png
     bar = progress(iterable, enabled, desc="training"); say(bar, line, log)
 
-Every file is written to a temp name in the target's folder, flushed and fsynced, then renamed over
-the target with ``os.replace``: a crash or an exception leaves the old file or the new one, never half
-of either, and no temp file behind. This module imports nothing from jaxmlp (matplotlib and tqdm are
-imported when first used).
+Every file goes through ``files.atomic_write`` (re-exported here): the old file or the new one, never
+half of either. matplotlib and tqdm are imported when first used.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from jaxmlp.files import atomic_write
 
-@contextlib.contextmanager
-def atomic_write(path, mode: str = "w", *, newline=None):
-    """Open a temp file beside ``path`` for writing (``mode`` "w" or "wb"); on a clean exit fsync it
-    and rename it over ``path``; on an exception delete it and leave ``path`` as it was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would make the outputs unreadable to others
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": newline, "encoding": "utf-8"})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+__all__ = [
+    "atomic_write",
+    "write_csv",
+    "write_json",
+    "pyplot",
+    "save_figure",
+    "progress",
+    "say",
+    "plot_curves",
+    "plot_sweep",
+]
 
 
 def write_csv(path, rows: list) -> None:
@@ -103,13 +93,15 @@ def plot_curves(history: list, path) -> None:
     plt = pyplot()
     ep = [r["epoch"] for r in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(ep, [r["train_loss"] for r in history], label="train (cost during the epoch)")
-    a.plot(ep, [r["dev_loss"] for r in history], label="dev")
+    style = _curve_style(len(ep))
+    a.plot(ep, [r["train_loss"] for r in history], style, label="train (cost during the epoch)")
+    a.plot(ep, [r["dev_loss"] for r in history], style, label="dev")
     a.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
     a.legend()
-    b.plot(ep, [r["train_accuracy"] for r in history], label="train (during the epoch)")
-    b.plot(ep, [r["dev_accuracy"] for r in history], label="dev")
+    b.plot(ep, [r["train_accuracy"] for r in history], style, label="train (during the epoch)")
+    b.plot(ep, [r["dev_accuracy"] for r in history], style, label="dev")
     b.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
+    _integer_ticks(a, b)
     b.legend()
     save_figure(fig, path)
 
@@ -160,10 +152,23 @@ def plot_sweep(rows: list, history: list, axes: list, out: Path) -> None:
         for v in vals:
             members = [r["member"] for r in rows if r[a] == v]
             curve = [np.nanmean([ep["dev_accuracy"][m] for m in members]) for ep in history]
-            right.plot(epochs, curve, label=f"{a}={_fmt(v)}")
+            right.plot(epochs, curve, _curve_style(len(history)), label=f"{a}={_fmt(v)}")
         right.set(xlabel="epoch", ylabel="dev accuracy", title="learning curves")
+        _integer_ticks(right)
         right.legend(fontsize=7)
         save_figure(fig, out / "curves.png")
+
+
+def _curve_style(points: int) -> str:
+    """Lines with markers while there are few points (a one-epoch curve is a single visible dot)."""
+    return "o-" if points <= 30 else "-"
+
+
+def _integer_ticks(*axes) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
 
 
 def _key(v):

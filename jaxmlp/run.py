@@ -8,31 +8,35 @@ Contract::
 
 Each epoch is one compiled program (``step.epoch_program``, or ``parallel.data_parallel_epoch`` with
 ``data_parallel=True``); after it, the dev set is evaluated with ``step.eval_params`` and the best
-parameters so far are kept. ``out_dir`` receives ``checkpoint.npz`` after every epoch (the training
-state and the best parameters, with the configuration, ``Hyper``, normalizer and history in its
-metadata) and, at the end, ``metrics.csv``, ``summary.json`` and ``curves.png`` (``jaxmlp.report``).
+parameters so far are kept. ``out_dir`` is checked before training (``prepare_out_dir``) and, after
+every epoch, holds ``checkpoint.npz`` (the training state and the best parameters, with the
+configuration, ``Hyper``, normalizer and history in its metadata), ``metrics.csv`` and a partial
+``summary.json``; ``curves.png`` and the test accuracy come at the end, or when the run diverges or
+is interrupted (``jaxmlp.report`` writes every file atomically).
 
-Resume (``resume=True``) restores the state of the last finished epoch; the structure (model,
+Resume (``resume=True``) restores the state of the last finished epoch. The structure (model,
 optimizer, schedule, batch size, seed, and which optional ops ``Hyper`` turns on) must match the
-checkpoint's. A cosine horizon that was the saved run's length follows the new ``epochs``
-(``extend_cosine_horizon``). Checkpoints of format 1 (jaxmlp 0.1.0) are read through
-``_from_format_1``.
+checkpoint's; changed numbers are applied and recorded. The cosine horizon follows ``tc.epochs``, so
+a resumed run with more epochs trains its remaining epochs on the longer run's schedule.
+Checkpoints of format 1 (jaxmlp 0.1.0) are read through ``_from_format_1``.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp import checkpoint, parallel, report, schedules
+from jaxmlp import checkpoint, memory, parallel, report, schedules
 from jaxmlp.data import Dataset, Normalizer, check_batch_size
-from jaxmlp.hyper import OPTIONAL, Hyper, validate
+from jaxmlp.hyper import Hyper, validate
 from jaxmlp.mlp import init
 from jaxmlp.step import TrainConfig, TrainState, epoch_program, eval_params, evaluate, init_state, with_cosine_horizon
 
@@ -88,8 +92,20 @@ def _read_meta(path, meta: dict):
         ) from None
 
 
-def load_model(path):
-    """(config, hyper, params, bn_state, normalizer, meta) of the best model in a checkpoint file."""
+class LoadedModel(NamedTuple):
+    """The best model of a checkpoint: its TrainConfig, Hyper, evaluation parameters (the EMA when the
+    run had one) and batch-norm state, the data transform (``normalizer(raw_pixels)``) and the metadata."""
+
+    config: TrainConfig
+    hyper: Hyper
+    params: tuple
+    bn_state: tuple
+    normalizer: Normalizer
+    meta: dict
+
+
+def load_model(path) -> LoadedModel:
+    """The best model in a checkpoint file (a run's checkpoint.npz or a sweep's best_checkpoint.npz)."""
     meta, arrays = checkpoint.load(path)
     tc, hyper = _read_meta(path, meta)
     try:
@@ -98,31 +114,96 @@ def load_model(path):
         raise checkpoint.CheckpointError(f"{path}: metadata incomplete or invalid ({e})") from None
     params, bn_state = init(jax.random.PRNGKey(0), tc.model, scale=hyper.init_scale)
     best = checkpoint.restore({"params": params, "bn_state": bn_state}, arrays, "best", source=str(path))
-    return tc, hyper, best["params"], best["bn_state"], norm, meta
+    return LoadedModel(tc, hyper, best["params"], best["bn_state"], norm, meta)
 
 
-def extend_cosine_horizon(hyper: Hyper, tc: TrainConfig, saved_epochs, steps_per_epoch: int) -> Hyper:
-    """On resume: a cosine horizon that was the saved run's length follows the run's new length.
+RUN_FILES = ("checkpoint.npz", "metrics.csv", "summary.json", "curves.png")  # what fit writes into out_dir
 
-    A run of E epochs extended to E' (``--epochs E' --resume``) trains its remaining epochs on the
-    schedule of an E'-epoch run: the learning rate at step t is the cosine's value at t / (E' · steps
-    per epoch), so it rises from the decayed end of the E-epoch schedule to where the E'-epoch
-    schedule stands at step t. A horizon the user set explicitly (``total_steps``) is kept.
-    """
-    if (
-        tc.schedule == "cosine"
-        and saved_epochs is not None
-        and float(hyper.total_steps) == float(saved_epochs * steps_per_epoch)
-    ):
-        return hyper._replace(total_steps=float(tc.epochs * steps_per_epoch))
-    return hyper
+
+class RunInterrupted(KeyboardInterrupt):
+    """``fit`` was interrupted (Ctrl-C, or SIGTERM turned into a KeyboardInterrupt with a ``signal_name``
+    attribute): the epoch in flight was abandoned; the checkpoint and the outputs of every finished
+    epoch are on disk."""
+
+    def __init__(self, epochs_done: int, epochs: int, out_dir, signal_name: str = "SIGINT"):
+        super().__init__(f"interrupted ({signal_name}) after {epochs_done} of {epochs} epochs")
+        self.epochs_done, self.epochs, self.out_dir, self.signal_name = epochs_done, epochs, out_dir, signal_name
+
+
+def prepare_out_dir(out: Path, files=RUN_FILES, *, resume: bool, overwrite: bool) -> Path | None:
+    """Check, before any training, that ``out`` can hold this run: it can be created and written, it
+    is not a file, and it holds none of ``files`` (an earlier run's) unless ``resume`` (continue it)
+    or ``overwrite`` (they are deleted now). Raises ValueError with one line naming the folder.
+    Returns the topmost folder it had to create (None if ``out`` existed), for a caller that fails
+    before writing anything to remove again."""
+    created = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output folder {out} is a file; choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with report.atomic_write(out / ".jaxmlp-write-test") as f:
+            f.write("")
+        (out / ".jaxmlp-write-test").unlink()
+    except OSError as e:
+        raise ValueError(f"cannot write to output folder {out} ({e.strerror or e}); choose another --out") from None
+    found = [name for name in files if (out / name).exists()]
+    if found and not resume:
+        if not overwrite:
+            again = "pass --resume to continue it, " if files == RUN_FILES else "pass "
+            raise ValueError(
+                f"{out} already holds a run ({', '.join(found)}); {again}--overwrite to replace it, or choose "
+                "another --out"
+            )
+        for name in found:
+            (out / name).unlink()
+    for stale in out.glob("*.tmp"):  # temp files of writes killed half-way (the files themselves are whole)
+        stale.unlink()
+    return created
+
+
+_OPTION_NAMES = {"dropout_rate": "--dropout", "input_dropout_rate": "--input-dropout", "ema_decay": "--ema"}
 
 
 def _structure(tc: TrainConfig, hyper: Hyper) -> dict:
-    """What a resumed run must share with its checkpoint: everything that shapes the state."""
-    d = tc.to_dict()
-    same = {k: d[k] for k in ("model", "optimizer", "schedule", "batch_size", "seed")}
-    return {**same, **{f"{name} is None": getattr(hyper, name) is None for name in OPTIONAL}}
+    """What a resumed run must share with its checkpoint (everything that shapes the state or the
+    program), keyed by the command-line option that sets it."""
+    m = tc.model
+    out = {
+        "inputs and classes": (m.sizes[0], m.sizes[-1]),
+        "--hidden": ",".join(map(str, m.sizes[1:-1])) or "none",
+        "--activation": m.activation,
+        "--batchnorm": m.batchnorm,
+        "--init": m.init,
+        "--init-scale": float(hyper.init_scale),
+        "--matmul-dtype": m.matmul_dtype,
+        "weight_grad_layout": m.weight_grad_layout,
+        "--optimizer": tc.optimizer,
+        "--schedule": tc.schedule,
+        "--batch-size": tc.batch_size,
+        "--seed": tc.seed,
+    }
+    for name, option in _OPTION_NAMES.items():
+        out[f"{option} (on/off)"] = "off" if getattr(hyper, name) is None else "on"
+    return out
+
+
+def _check_resume(path, saved_tc, saved_hyper, tc, hyper, log) -> list:
+    """Refuse a structural difference (one line naming each option and both values); return the numbers
+    that differ as [{"field", "from", "to"}] — they are applied from here on, and logged."""
+    a, b = _structure(saved_tc, saved_hyper), _structure(tc, hyper)
+    diff = [f"{k} {a[k]} (checkpoint) vs {b[k]} (now)" for k in a if a[k] != b[k]]
+    if diff:
+        raise checkpoint.CheckpointError(
+            f"{path}: cannot resume with a different structure: {'; '.join(diff)}; resume with the checkpoint's "
+            "values or start a new run with another --out"
+        )
+    changes = []
+    for field, old in saved_hyper.to_dict().items():
+        new = getattr(hyper, field)
+        if old is not None and new is not None and float(new) != old and field != "init_scale":
+            changes.append({"field": field, "from": old, "to": float(new)})
+            log(f"resume: {field} {old:g} → {float(new):g}")
+    return changes
 
 
 def fit(
@@ -132,14 +213,26 @@ def fit(
     *,
     out_dir=None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     log=print,
     data_parallel: bool = False,
 ) -> FitResult:
     """Train with early stopping on dev accuracy; write checkpoint/metrics/curves/summary to out_dir.
 
+    ``out_dir`` (optional) is checked before training (``prepare_out_dir``): a folder holding a run is
+    refused unless ``resume`` or ``overwrite``. After every epoch it holds ``checkpoint.npz``,
+    ``metrics.csv`` and ``summary.json`` (``"status": "running"``); at the end ``curves.png`` too and
+    the status ``"finished"`` (with test accuracy). ``resume=True`` continues the checkpoint's run up to
+    ``tc.epochs``: its structure must match (``CheckpointError`` naming each differing option); numbers of
+    ``hyper`` that differ from the checkpoint's are applied from the next epoch on, logged, and listed in
+    ``summary["hyper_changes"]``. The cosine horizon is ``tc.epochs`` long unless ``hyper.total_steps``
+    was set, so a longer ``epochs`` extends the schedule.
+
     ``data_parallel=True`` shards every batch over all devices (``jaxmlp.parallel``).
-    Raises ``TrainingDiverged`` when the loss turns non-finite (the last good checkpoint stays).
+    Raises ``TrainingDiverged`` when the loss turns non-finite and ``RunInterrupted`` on a
+    KeyboardInterrupt; in both cases the checkpoint of the last finished epoch and the outputs of every
+    finished epoch (status ``"diverged"`` / ``"interrupted"``) stay on disk.
     """
     validate(hyper)
     n_train = ds.x_train.shape[0]
@@ -151,129 +244,167 @@ def fit(
         )
     steps_per_epoch = n_train // tc.batch_size
     hyper = with_cosine_horizon(hyper, tc, steps_per_epoch)
-    hyper_arr = hyper.as_arrays()
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / "checkpoint.npz" if out is not None else None
-
-    if ckpt_path is not None:  # temp files of writes killed half-way (the checkpoint itself is whole)
-        for stale in ckpt_path.parent.glob(ckpt_path.name + ".*.tmp"):
-            stale.unlink()
-    ts = init_state(jax.random.PRNGKey(tc.seed), tc, hyper_arr)
-    best = jax.tree_util.tree_map(jnp.copy, {"params": eval_params(ts), "bn_state": ts.bn_state})
-    history, start_epoch, best_acc, best_epoch, bad_epochs = [], 1, -1.0, 0, 0
-    if resume:
-        if ckpt_path is None or not ckpt_path.is_file():
-            raise checkpoint.CheckpointError(f"--resume: no checkpoint at {ckpt_path}")
+    if resume and (ckpt_path is None or not ckpt_path.is_file()):
+        raise checkpoint.CheckpointError(f"--resume: no checkpoint at {ckpt_path}")
+    hyper_arr = hyper.as_arrays()
+    history, changes, start_epoch, best_acc, best_epoch, bad_epochs = [], [], 1, -1.0, 0, 0
+    if resume:  # everything the checkpoint must agree with is checked before anything is compiled
         meta, arrays = checkpoint.load(ckpt_path)
         saved_tc, saved_hyper = _read_meta(ckpt_path, meta)
-        if _structure(saved_tc, saved_hyper) != _structure(tc, hyper):
-            raise checkpoint.CheckpointError(
-                f"{ckpt_path}: was written with a different configuration; resume with the same options"
-            )
-        ts = checkpoint.restore(ts, arrays, "train", source=str(ckpt_path))
-        best = checkpoint.restore(best, arrays, "best", source=str(ckpt_path))
-        history = meta["history"]
-        start_epoch = meta["epoch"] + 1
-        best_acc, best_epoch, bad_epochs = meta["best_dev_accuracy"], meta["best_epoch"], meta["bad_epochs"]
-        hyper = extend_cosine_horizon(saved_hyper, tc, saved_tc.epochs, steps_per_epoch)
-        hyper_arr = hyper.as_arrays()
-
+        try:
+            start_epoch = int(meta["epoch"]) + 1
+            history = list(meta["history"])
+            best_acc, best_epoch, bad_epochs = meta["best_dev_accuracy"], meta["best_epoch"], meta["bad_epochs"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise checkpoint.CheckpointError(f"{ckpt_path}: not the checkpoint of a run to resume ({e!r})") from None
+        changes = meta.get("hyper_changes", []) + [
+            {"epoch": start_epoch, **c} for c in _check_resume(ckpt_path, saved_tc, saved_hyper, tc, hyper, log)
+        ]
+    # memory, before anything large is allocated: the state and the data, then the compiled program
+    have = memory.available_bytes()
+    memory.check(
+        memory.state_bytes(tc, hyper_arr) + ds.x_train.nbytes + ds.y_train.nbytes,
+        have,
+        "this run's parameters, optimizer state and training data",
+        "use narrower or fewer --hidden layers",
+    )
+    created = prepare_out_dir(out, resume=resume, overwrite=overwrite) if out is not None else None
+    try:
+        ts_shape = jax.eval_shape(lambda key: init_state(key, tc, hyper_arr), jax.random.PRNGKey(tc.seed))
+        data_shape = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in (ds.x_train, ds.y_train)]
+        t0 = time.perf_counter()
+        if data_parallel and jax.device_count() > 1:
+            epoch_fn = parallel.data_parallel_epoch(tc, parallel.mesh("data"))
+        else:
+            epoch_fn = epoch_program(tc)
+        epoch_fn = epoch_fn.lower(ts_shape, hyper_arr, *data_shape).compile()
+        compile_seconds = time.perf_counter() - t0
+        memory.check(
+            memory.program_bytes(epoch_fn) or 0,
+            have,
+            "the compiled training epoch",
+            "use a smaller --batch-size or narrower --hidden layers",
+        )
+        ts = init_state(jax.random.PRNGKey(tc.seed), tc, hyper_arr)
+        best = jax.tree_util.tree_map(jnp.copy, {"params": eval_params(ts), "bn_state": ts.bn_state})
+        if resume:
+            ts = checkpoint.restore(ts, arrays, "train", source=str(ckpt_path))
+            best = checkpoint.restore(best, arrays, "best", source=str(ckpt_path))
+            if start_epoch > tc.epochs:
+                log(
+                    f"the checkpoint holds {start_epoch - 1} finished epochs, as many as asked: nothing to train "
+                    "(ask for more epochs to continue)"
+                )
+    except BaseException:
+        if created is not None and not any(p.is_file() for p in created.rglob("*")):
+            shutil.rmtree(created)  # a run that fails before its first epoch leaves no folder behind
+        raise
     x_train, y_train = jax.device_put(ds.x_train), jax.device_put(ds.y_train)
-    t0 = time.perf_counter()
-    if data_parallel and jax.device_count() > 1:
-        epoch_fn = parallel.data_parallel_epoch(tc, parallel.mesh("data"))
-    else:
-        epoch_fn = epoch_program(tc)
-    epoch_fn = epoch_fn.lower(ts, hyper_arr, x_train, y_train).compile()
-    compile_seconds = time.perf_counter() - t0
+    train_seconds = sum(r["seconds"] for r in history)
 
-    def meta_now(epoch):
+    def summary(status, test=(None, None)):
+        examples = len(history) * steps_per_epoch * tc.batch_size
         return {
+            "status": status,
+            "test_accuracy": test[0],
+            "test_loss": test[1],
+            "dev_accuracy": best_acc,
+            "best_epoch": best_epoch,
+            "epochs": len(history),
+            "stopped_early": status == "finished" and len(history) < tc.epochs,
+            "seconds": train_seconds,
+            "compile_seconds": compile_seconds,
+            "examples_per_second": examples / train_seconds if train_seconds > 0 else float("nan"),
+            "dataset": ds.name,
+            "train_size": n_train,
+            "dev_size": int(ds.x_dev.shape[0]),
             "config": tc.to_dict(),
             "hyper": hyper.to_dict(),
-            "normalizer": ds.normalizer._asdict(),
-            "dataset": ds.name,
-            "dev_size": int(ds.x_dev.shape[0]),
-            "epoch": epoch,
-            "history": history,
-            "best_dev_accuracy": best_acc,
-            "best_epoch": best_epoch,
-            "bad_epochs": bad_epochs,
+            "hyper_changes": changes,
+            "backend": jax.default_backend(),
+            "devices": jax.device_count() if data_parallel else 1,
         }
+
+    def write(status, curves=False, test=(None, None)):
+        if out is not None:
+            report.write_csv(out / "metrics.csv", history)
+            report.write_json(out / "summary.json", summary(status, test))
+            if curves and history:
+                report.plot_curves(history, out / "curves.png")
 
     bar = report.progress(range(start_epoch, tc.epochs + 1), progress)
-    train_seconds = sum(r["seconds"] for r in history)
-    stopped_early = False
-    for epoch in bar:
-        t = time.perf_counter()
-        ts, metrics = epoch_fn(ts, hyper_arr, x_train, y_train)
-        losses = np.asarray(metrics["loss"])  # blocks until the epoch is done
-        seconds = time.perf_counter() - t
-        i = int(first_nonfinite(losses))
-        if i >= 0:
-            step = (epoch - 1) * steps_per_epoch + i + 1
-            kept = f"; the last good checkpoint is {ckpt_path}" if ckpt_path and ckpt_path.exists() else ""
-            raise TrainingDiverged(
-                f"loss became non-finite at epoch {epoch}, step {step} (step {i + 1} of the epoch); "
-                f"lower the learning rate (now {float(hyper.learning_rate):g}){kept}"
-            )
-        train_seconds += seconds
-        params_eval = eval_params(ts)
-        dev_acc, dev_loss = evaluate(params_eval, ts.bn_state, ds.x_dev, ds.y_dev, config=tc.model)
-        row = {
-            "epoch": epoch,
-            "train_loss": float(losses.mean()),
-            "train_accuracy": float(np.asarray(metrics["correct"]).sum()) / (len(losses) * tc.batch_size),
-            "dev_loss": dev_loss,
-            "dev_accuracy": dev_acc,
-            "seconds": seconds,
-            # the rate the epoch's last step trained with
-            "learning_rate": float(schedules.learning_rate_at(tc.schedule, ts.step - 1, hyper_arr)),
-        }
-        history.append(row)
-        if dev_acc > best_acc or math.isnan(dev_acc):
-            best_acc, best_epoch, bad_epochs = dev_acc, epoch, 0
-            best = {"params": params_eval, "bn_state": ts.bn_state}
-            best = jax.tree_util.tree_map(jnp.copy, best)  # ts is donated to the next epoch
-        else:
-            bad_epochs += 1
-        line = f"epoch {epoch:3d}  train loss {row['train_loss']:.4f}  dev acc {dev_acc:.4f}  {seconds:.2f}s"
-        report.say(bar, line, log)
-        if ckpt_path is not None:
-            save_run(ckpt_path, ts, best, meta_now(epoch))
-        if tc.patience and bad_epochs >= tc.patience:
-            stopped_early = True
+    try:
+        for epoch in bar:
+            t = time.perf_counter()
+            ts, metrics = epoch_fn(ts, hyper_arr, x_train, y_train)
+            losses = np.asarray(metrics["loss"])  # blocks until the epoch is done
+            seconds = time.perf_counter() - t
+            i = int(first_nonfinite(losses))
+            if i >= 0:
+                write("diverged", curves=True)
+                step = (epoch - 1) * steps_per_epoch + i + 1
+                kept = f"; the last good checkpoint is {ckpt_path}" if ckpt_path and ckpt_path.exists() else ""
+                raise TrainingDiverged(
+                    f"loss became non-finite at epoch {epoch}, step {step} (step {i + 1} of the epoch); "
+                    f"lower the learning rate (now {float(hyper.learning_rate):g}){kept}"
+                )
+            train_seconds += seconds
+            params_eval = eval_params(ts)
+            dev_acc, dev_loss = evaluate(params_eval, ts.bn_state, ds.x_dev, ds.y_dev, config=tc.model)
+            row = {
+                "epoch": epoch,
+                "train_loss": float(losses.mean()),
+                "train_accuracy": float(np.asarray(metrics["correct"]).sum()) / (len(losses) * tc.batch_size),
+                "dev_loss": dev_loss,
+                "dev_accuracy": dev_acc,
+                "seconds": seconds,
+                # the rate the epoch's last step trained with
+                "learning_rate": float(schedules.learning_rate_at(tc.schedule, ts.step - 1, hyper_arr)),
+            }
+            if dev_acc > best_acc or math.isnan(dev_acc):
+                best_acc, best_epoch, bad_epochs = dev_acc, epoch, 0
+                best = {"params": params_eval, "bn_state": ts.bn_state}
+                best = jax.tree_util.tree_map(jnp.copy, best)  # ts is donated to the next epoch
+            else:
+                bad_epochs += 1
             report.say(
-                bar,
-                f"early stop: no better dev accuracy for {tc.patience} epochs "
-                f"(best {best_acc:.4f} at epoch {best_epoch})",
-                log,
+                bar, f"epoch {epoch:3d}  train loss {row['train_loss']:.4f}  dev acc {dev_acc:.4f}  {seconds:.2f}s", log
             )
-            break
+            if ckpt_path is not None:
+                meta = {
+                    "config": tc.to_dict(),
+                    "hyper": hyper.to_dict(),
+                    "hyper_changes": changes,
+                    "normalizer": ds.normalizer._asdict(),
+                    "dataset": ds.name,
+                    "dev_size": int(ds.x_dev.shape[0]),
+                    "epoch": epoch,
+                    "history": history + [row],
+                    "best_dev_accuracy": best_acc,
+                    "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs,
+                }
+                save_run(ckpt_path, ts, best, meta)
+            # after the checkpoint: the files never claim an epoch the checkpoint does not hold
+            history.append(row)
+            write("running")
+            if tc.patience and bad_epochs >= tc.patience:
+                report.say(
+                    bar,
+                    f"early stop: no better dev accuracy for {tc.patience} epochs "
+                    f"(best {best_acc:.4f} at epoch {best_epoch})",
+                    log,
+                )
+                break
+    except KeyboardInterrupt as e:
+        if isinstance(e, RunInterrupted):
+            raise
+        write("interrupted", curves=True)
+        raise RunInterrupted(len(history), tc.epochs, out, getattr(e, "signal_name", "SIGINT")) from None
 
-    test_acc, test_loss = evaluate(best["params"], best["bn_state"], ds.x_test, ds.y_test, config=tc.model)
-    examples = len(history) * steps_per_epoch * tc.batch_size
-    summary = {
-        "test_accuracy": test_acc,
-        "test_loss": test_loss,
-        "dev_accuracy": best_acc,
-        "best_epoch": best_epoch,
-        "epochs": len(history),
-        "stopped_early": stopped_early,
-        "seconds": train_seconds,
-        "compile_seconds": compile_seconds,
-        "examples_per_second": examples / train_seconds if train_seconds > 0 else float("nan"),
-        "dataset": ds.name,
-        "train_size": n_train,
-        "dev_size": int(ds.x_dev.shape[0]),
-        "config": tc.to_dict(),
-        "hyper": hyper.to_dict(),
-        "backend": jax.default_backend(),
-        "devices": jax.device_count() if data_parallel else 1,
-    }
-    log(f"test accuracy {test_acc:.4f} (best dev {best_acc:.4f} at epoch {best_epoch})")
-    if out is not None:
-        report.write_csv(out / "metrics.csv", history)
-        report.write_json(out / "summary.json", summary)
-        report.plot_curves(history, out / "curves.png")
-    return FitResult(ts, best["params"], best["bn_state"], history, summary)
+    test = evaluate(best["params"], best["bn_state"], ds.x_test, ds.y_test, config=tc.model)
+    log(f"test accuracy {test[0]:.4f} (best dev {best_acc:.4f} at epoch {best_epoch})")
+    write("finished", curves=True, test=test)
+    return FitResult(ts, best["params"], best["bn_state"], history, summary("finished", test))

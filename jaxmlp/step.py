@@ -24,7 +24,7 @@ order).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 from typing import NamedTuple
 
@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from jaxmlp import compiler, optim, schedules
 from jaxmlp.data.batching import batch_indices
 from jaxmlp.hyper import Hyper
-from jaxmlp.mlp import MLPConfig, forward, init, loss_and_grads
+from jaxmlp.mlp import MLPConfig, check_fields, forward, init, loss_and_grads
 
 
 @dataclass(frozen=True)
@@ -63,16 +63,13 @@ class TrainConfig:
             raise ValueError(f"scan unroll must be ≥ 1, got {self.scan_unroll}")
 
     def to_dict(self) -> dict:
-        d = {
-            k: getattr(self, k)
-            for k in ("optimizer", "schedule", "batch_size", "epochs", "patience", "seed", "scan_unroll")
-        }
-        return {"model": self.model.to_dict(), **d}
+        return {f.name: self.model.to_dict() if f.name == "model" else getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        fields = ("optimizer", "schedule", "batch_size", "epochs", "patience", "seed", "scan_unroll")
-        return cls(model=MLPConfig.from_dict(d["model"]), **{k: d[k] for k in fields if k in d})
+        """The inverse of ``to_dict``; missing fields take their defaults, unknown ones are a ValueError."""
+        check_fields(cls, d)
+        return cls(**{**d, "model": MLPConfig.from_dict(d["model"])})
 
 
 class TrainState(NamedTuple):

@@ -18,7 +18,8 @@ How it works:
   - Every member shares ``tc`` (structure: optimizer, schedule, activation, depth); its numbers are a
     ``Hyper`` with a leading member axis, so one compiled step serves them all and nothing recompiles.
     Members with and without an optional op (dropout, input dropout, EMA) share one program: those
-    without it get its neutral value 0 (``hyper.align``).
+    without it get its neutral value 0 (``hyper.align``; the best member's checkpoint records those
+    aligned values, which match the state it holds).
   - Hidden widths are swept by masking: every member is padded to the widest layer; the padded
     weights start at exactly 0 and the padded units' activations are multiplied by a 0 mask, so their
     gradients, L2 terms and optimizer updates are exactly 0 forever and the member computes what its
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,14 +47,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp import compiler, parallel, report
+from jaxmlp import compiler, memory, parallel, report
 from jaxmlp.data import Dataset, batch_indices, check_batch_size
 from jaxmlp.hyper import Hyper, align, validate
 from jaxmlp.hyper import stack as stack_hypers
 from jaxmlp.mlp import MLPConfig, _loss_and_grads, forward
-from jaxmlp.run import first_nonfinite, save_run
+from jaxmlp.run import first_nonfinite, prepare_out_dir, save_run
 from jaxmlp.step import TrainConfig, _epoch, eval_params, init_state, with_cosine_horizon
 
+SWEEP_FILES = ("results.csv", "summary.json", "heatmap.png", "curves.png", "best_checkpoint.npz")
 SWEEPABLE = (
     "learning_rate",
     "l2",
@@ -198,6 +201,14 @@ def stack_members(members, tc: TrainConfig, wide_tc: TrainConfig):
 # The compiled programs
 
 
+def member_bytes(wide_tc: TrainConfig, hyper: Hyper) -> int:
+    """Memory one member of a sweep needs on the device, estimated: its state, its gradients and the
+    step's temporaries (three states, from ``jax.eval_shape``) and its activations (six floats per unit
+    per example of a batch). The data is shared by all members and not counted here."""
+    activations = 6 * 4 * wide_tc.batch_size * sum(wide_tc.model.sizes)
+    return 3 * memory.state_bytes(wide_tc, hyper.as_arrays()) + activations
+
+
 def make_epoch(wide_tc: TrainConfig, shared_order: bool, donate: bool = True):
     """jit(vmap(epoch)) over the member axis: ``epoch(ts, hyper, x, y, idx, masks) -> (ts, metrics)``.
 
@@ -216,11 +227,21 @@ def make_epoch(wide_tc: TrainConfig, shared_order: bool, donate: bool = True):
 
 
 def make_eval(config: MLPConfig):
+    """jit(vmap) of evaluation-mode accuracy: ``accuracy(params, bn_state, x, y) -> (K,)`` float64 NumPy,
+    each member's correct predictions counted on the device and divided by the count on the host (so
+    0.8053 is 0.8053, not float32's 0.80529999)."""
+
     def one(params, bn_state, x, y):
         logits, _ = forward(params, bn_state, x, config=config)
-        return jnp.mean((jnp.argmax(logits, axis=-1) == y).astype(jnp.float32))
+        return jnp.sum(jnp.argmax(logits, axis=-1) == y)
 
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None)))
+    count = jax.jit(jax.vmap(one, in_axes=(0, 0, None, None)))
+
+    def accuracy(params, bn_state, x, y):
+        correct = np.asarray(count(params, bn_state, x, y))
+        return correct / x.shape[0] if x.shape[0] else np.full(correct.shape, np.nan)
+
+    return accuracy
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,6 +263,7 @@ def run_sweep(
     *,
     chunk_size: int | None = None,
     shared_order: bool = True,
+    overwrite: bool = False,
     data_seed: int = 0,
     n_devices: int | None = None,
     axes=(),
@@ -250,9 +272,24 @@ def run_sweep(
 ) -> SweepResult:
     """Train ``members`` for ``tc.epochs`` epochs as one compiled program (in chunks of ``chunk_size``);
     evaluate each on dev and test; write ``results.csv``, ``summary.json``, the plot and the best
-    member's checkpoint to ``out_dir``. ``axes``: the swept ``Hyper`` fields (columns and plot)."""
+    member's checkpoint to ``out_dir``. ``axes``: the swept ``Hyper`` fields (columns and plot).
+    ``out_dir`` is checked before training: a folder holding a sweep is refused unless ``overwrite``."""
     if not members:
         raise ValueError("a sweep needs at least one member")
+    created = prepare_out_dir(Path(out_dir), SWEEP_FILES, resume=False, overwrite=overwrite) if out_dir else None
+    try:
+        result, best = _sweep(ds, tc, members, chunk_size, shared_order, data_seed, n_devices, axes, log)
+    except BaseException:
+        if created is not None and not any(p.is_file() for p in created.rglob("*")):
+            shutil.rmtree(created)  # a sweep that fails before writing anything leaves no folder behind
+        raise
+    if out_dir is not None:
+        write_outputs(Path(out_dir), result, ds, tc, best)
+    return result
+
+
+def _sweep(ds, tc, members, chunk_size, shared_order, data_seed, n_devices, axes, log):
+    """run_sweep's training and evaluation: (SweepResult, the best member or None)."""
     n_train = ds.x_train.shape[0]
     check_batch_size(tc.batch_size, n_train)
     wide_tc = padded_config(tc, members)
@@ -262,8 +299,21 @@ def run_sweep(
     k = len(members)
     sharding, replicated = parallel.member_shardings(n_devices)
     n_dev = 1 if sharding is None else sharding.mesh.size
-    chunk = chunk_size or k
-    chunk = int(math.ceil(chunk / n_dev) * n_dev)  # the member axis must split evenly over devices
+    have = memory.available_bytes()
+    per_member = member_bytes(wide_tc, members[0].hyper)
+    data_bytes = sum(a.nbytes for a in (ds.x_train, ds.y_train, ds.x_dev, ds.y_dev, ds.x_test, ds.y_test))
+    if chunk_size is None:
+        chunk = memory.members_that_fit(per_member * n_dev, data_bytes, have, math.ceil(k / n_dev)) * n_dev
+        if chunk < k:
+            log(
+                f"memory: {chunk} of {k} members fit at a time ({memory.gigabytes(per_member)} each, "
+                f"{memory.gigabytes(have)} free); running them in chunks"
+            )
+    else:
+        chunk = int(math.ceil(chunk_size / n_dev) * n_dev)  # the member axis must split evenly over devices
+        memory.check(
+            per_member * chunk // n_dev + data_bytes, have, f"a chunk of {chunk} members", "use a smaller --chunk-size"
+        )
     x_train, y_train = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
     x_dev, y_dev = jnp.asarray(ds.x_dev), jnp.asarray(ds.y_dev)
     x_test, y_test = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
@@ -289,6 +339,12 @@ def run_sweep(
             t = time.perf_counter()
             epoch_fn = epoch_fn.lower(ts, hyper, x_train, y_train, idx0, masks).compile()
             compile_s = time.perf_counter() - t
+            memory.check(
+                memory.program_bytes(epoch_fn) or 0,
+                have,
+                f"the compiled epoch of {chunk} members",
+                "use a smaller --chunk-size or narrower --hidden layers",
+            )
         first_bad = np.full(len(padded_part), -1)
         for e in range(tc.epochs):
             idx = batch_indices(jax.random.fold_in(data_key, e), n_train, tc.batch_size)
@@ -345,10 +401,7 @@ def run_sweep(
         "axes": list(axes),
         "best": None if best is None else {**best[0], "hyper": best[1].hyper.to_dict()},
     }
-    result = SweepResult(rows, summary, hist, ts)
-    if out_dir is not None:
-        write_outputs(Path(out_dir), result, ds, tc, best)
-    return result
+    return SweepResult(rows, summary, hist, ts), best
 
 
 def write_outputs(out: Path, result: SweepResult, ds: Dataset, tc: TrainConfig, best) -> None:

@@ -102,3 +102,11 @@ def test_not_a_jaxmlp_file(tmp_path):
     (tmp_path / "p.npz").write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(CheckpointError):
         checkpoint.load(tmp_path / "p.npz")
+
+
+def test_a_file_that_is_not_an_npz_says_so(tmp_path):
+    """A run's summary.json passed where a checkpoint belongs is not mistaken for a pickled object."""
+    path = tmp_path / "summary.json"
+    path.write_text('{"test_accuracy": 0.9}')
+    with pytest.raises(CheckpointError, match=r"summary.json: not a checkpoint \(\.npz\) file"):
+        checkpoint.load(path)

@@ -1,15 +1,20 @@
-"""The jaxmlp command: train / evaluate / gradcheck, and one-line errors with non-zero exit codes."""
+"""The jaxmlp command: train / evaluate / sweep / gradcheck, resume and interrupts, and every mistake as one
+line with its exit code."""
 
+import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
+import jaxmlp
 from jaxmlp.cli import EXIT_ERROR, main
 
-from conftest import make_idx_dataset
+from helpers import make_idx_dataset
 
 
 @pytest.fixture(scope="module")
@@ -27,28 +32,7 @@ def run_cli(*args):
 
 def test_train_then_evaluate(idx_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(
-        [
-            "train",
-            "--dataset",
-            "mnist",
-            "--data-dir",
-            str(idx_dir),
-            "--dev-size",
-            "100",
-            "--hidden",
-            "32",
-            "--epochs",
-            "3",
-            "--batch-size",
-            "50",
-            "--learning-rate",
-            "3e-3",
-            "--out",
-            str(out),
-            "--no-progress",
-        ]
-    )
+    code = main(small_train(idx_dir, out, "--epochs", "3", "--learning-rate", "3e-3"))
     assert code == 0
     text = capsys.readouterr().out
     assert "epoch   3" in text and "test accuracy" in text
@@ -62,30 +46,7 @@ def test_train_then_evaluate(idx_dir, tmp_path, capsys):
 
 def test_train_mixed_precision_records_its_mode(idx_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(
-        [
-            "train",
-            "--dataset",
-            "mnist",
-            "--data-dir",
-            str(idx_dir),
-            "--dev-size",
-            "100",
-            "--hidden",
-            "32",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "50",
-            "--matmul-dtype",
-            "bfloat16",
-            "--scan-unroll",
-            "2",
-            "--out",
-            str(out),
-            "--no-progress",
-        ]
-    )
+    code = main(small_train(idx_dir, out, "--epochs", "1", "--matmul-dtype", "bfloat16", "--scan-unroll", "2"))
     assert code == 0
     config = json.loads((out / "summary.json").read_text())["config"]
     assert config["model"]["matmul_dtype"] == "bfloat16" and config["scan_unroll"] == 2
@@ -132,21 +93,7 @@ def test_gradcheck_json(capsys, x64):  # x64: gradcheck turns float64 on; the fi
 )
 def test_bad_options_fail_with_one_line(idx_dir, tmp_path, capsys, args, message):
     out = tmp_path / "run"
-    code = main(
-        [
-            "train",
-            "--dataset",
-            "mnist",
-            "--data-dir",
-            str(idx_dir),
-            "--dev-size",
-            "100",
-            "--out",
-            str(out),
-            "--no-progress",
-            *args,
-        ]
-    )
+    code = main(small_train(idx_dir, out, *args))
     err = capsys.readouterr().err.strip()
     assert code == EXIT_ERROR
     assert err.startswith("jaxmlp: error: ") and "\n" not in err
@@ -221,3 +168,210 @@ def test_help_names_every_command(capsys):
         main(["--help"])
     text = capsys.readouterr().out
     assert all(c in text for c in ("train", "evaluate", "sweep", "gradcheck")) and "``" not in text
+
+
+def outcome(argv, capsys):
+    """(exit code, stderr) of `jaxmlp ARGV`, in process; argparse's exits included."""
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def small_train(idx_dir, out, *more):
+    return [
+        "train",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        str(idx_dir),
+        "--dev-size",
+        "100",
+        "--hidden",
+        "32",
+        "--batch-size",
+        "50",
+        "--epochs",
+        "2",
+        "--no-progress",
+        "--out",
+        str(out),
+        *more,
+    ]
+
+
+@pytest.fixture(scope="module")
+def finished_run(idx_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert main(small_train(idx_dir, out, "--dropout", "0.2", "--learning-rate", "3e-3")) == 0
+    return out
+
+
+MISTAKES = [  # (what the user gets wrong, the arguments, the exit code, what the one line must say)
+    ("an output path that cannot be created", ["--out", "/proc/nope"], 2, "cannot write to output folder /proc/nope"),
+    (
+        "a network that cannot fit in memory",
+        ["--hidden", "200000,200000"],
+        2,
+        r"needs [\d.]+ GiB but cpu memory has [\d.]+ GiB free; use narrower or fewer --hidden layers",
+    ),
+    ("a width that is not a number", ["--hidden", "512,abc"], 2, "--hidden takes comma-separated widths"),
+    ("an unknown option", ["--learning_rate", "1"], 2, "unrecognized arguments: --learning_rate"),
+    ("an EMA decay out of range", ["--ema", "1.5"], 2, r"ema decay must lie in \[0, 1\)"),
+    (
+        "a learning rate that diverges",
+        ["--optimizer", "sgd", "--learning-rate", "1e30"],
+        3,
+        "loss became non-finite at epoch 1",
+    ),
+]
+
+
+@pytest.mark.parametrize("what, args, code, message", MISTAKES, ids=[m[0] for m in MISTAKES])
+def test_every_mistake_is_one_line_with_its_exit_code(idx_dir, tmp_path, capsys, what, args, code, message):
+    import re
+
+    out = tmp_path / "run"
+    argv = small_train(idx_dir, out) + args
+    got, err = outcome(argv, capsys)
+    assert got == code, err
+    assert err.startswith("jaxmlp: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert re.search(message, err), err
+    if code == 2:
+        assert not out.exists()  # refused before anything was written
+
+
+def test_output_folder_mistakes(idx_dir, finished_run, tmp_path, capsys):
+    import re
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for argv, message in [
+        (small_train(idx_dir, a_file), f"output folder {a_file} is a file"),
+        (
+            small_train(idx_dir, finished_run),
+            re.escape(
+                "already holds a run (checkpoint.npz, metrics.csv, summary.json, curves.png); pass --resume to "
+                "continue it, --overwrite to replace it"
+            ),
+        ),
+        (small_train(idx_dir, tmp_path / "none", "--resume"), "--resume: no checkpoint at"),
+        (
+            small_train(idx_dir, finished_run, "--resume", "--hidden", "64"),
+            r"cannot resume with a different structure: --hidden 32 \(checkpoint\) vs 64 \(now\)",
+        ),
+        (
+            small_train(idx_dir, finished_run, "--resume", "--dropout", "0"),
+            r"--dropout \(on/off\) on \(checkpoint\) vs off \(now\)",
+        ),
+        (["evaluate", str(a_file)], f"no checkpoint.npz .* in {tmp_path}"),
+        (["evaluate", str(tmp_path / "x.npz")], "no such checkpoint file"),
+    ]:
+        import re
+
+        code, err = outcome(argv, capsys)
+        assert code == EXIT_ERROR and err.startswith("jaxmlp: error: ") and err.count("\n") == 1, err
+        assert re.search(message, err), err
+    assert a_file.read_text() == "x"
+
+
+def test_resume_takes_the_checkpoints_options_and_applies_changed_numbers(idx_dir, finished_run, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    # only --epochs given: the run goes on as it was (32 hidden units, dropout 0.2, learning rate 3e-3)
+    assert (
+        main(["train", "--data-dir", str(idx_dir), "--out", str(out), "--resume", "--epochs", "3", "--no-progress"])
+        == 0
+    )
+    s = json.loads((out / "summary.json").read_text())
+    assert s["epochs"] == 3 and s["config"]["model"]["sizes"] == [16, 32, 10] and s["status"] == "finished"
+    assert s["hyper"]["dropout_rate"] == pytest.approx(0.2) and s["hyper"]["learning_rate"] == pytest.approx(3e-3)
+    # a changed number is applied from the next epoch on, said, and recorded
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "train",
+                "--data-dir",
+                str(idx_dir),
+                "--out",
+                str(out),
+                "--resume",
+                "--epochs",
+                "4",
+                "--learning-rate",
+                "1e-3",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert "resume: learning_rate 0.003 → 0.001" in capsys.readouterr().out
+    s = json.loads((out / "summary.json").read_text())
+    assert s["hyper"]["learning_rate"] == pytest.approx(1e-3)
+    change = [c for c in s["hyper_changes"] if c["field"] == "learning_rate"]
+    assert change == [{"epoch": 4, "field": "learning_rate", "from": pytest.approx(3e-3), "to": pytest.approx(1e-3)}]
+
+
+def test_evaluate_takes_the_run_folder_or_its_summary(finished_run, idx_dir, capsys):
+    lines = []
+    for target in (finished_run, finished_run / "summary.json", finished_run / "checkpoint.npz"):
+        assert main(["evaluate", str(target), "--data-dir", str(idx_dir)]) == 0
+        lines.append(capsys.readouterr().out)
+    assert lines[0] == lines[1] == lines[2] and "accuracy" in lines[0]
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_run_keeps_its_record_and_says_how_to_resume(idx_dir, tmp_path, sig, code):
+    out = tmp_path / "run"
+    args = [
+        "train",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        str(idx_dir),
+        "--dev-size",
+        "100",
+        "--hidden",
+        "32",
+        "--batch-size",
+        "10",
+        "--epochs",
+        "400",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
+    p = subprocess.Popen(
+        [sys.executable, "-m", "jaxmlp.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
+    deadline = time.time() + 120
+    while not (out / "metrics.csv").exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == code, err
+    err = err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    assert err.startswith(f"jaxmlp: {sig.name}: stopped after ") and f"are in {out}" in err
+    assert err.endswith("resume with: jaxmlp " + " ".join(args) + " --resume")
+    summary = json.loads((out / "summary.json").read_text())
+    done = summary["epochs"]
+    assert summary["status"] == "interrupted" and done >= 1
+    assert f"stopped after {done} of 400 epochs" in err
+    assert len(list(csv.DictReader(open(out / "metrics.csv")))) == done
+    assert (out / "curves.png").is_file() and (out / "checkpoint.npz").is_file()
+    assert not list(out.glob("*.tmp"))
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"jaxmlp {jaxmlp.__version__}"

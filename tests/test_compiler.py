@@ -94,7 +94,7 @@ def test_fit_uses_the_options(monkeypatch, tmp_path):
     monkeypatch.setattr(compiler, "epoch_options", recording)
     from jaxmlp import data
 
-    from conftest import make_idx_dataset
+    from helpers import make_idx_dataset
 
     ds = data.load_dataset("mnist", make_idx_dataset(tmp_path / "idx", n_train=300, n_test=50), dev_size=50, seed=0)
     tc = step.TrainConfig(model=MLPConfig(sizes=(16, 8, 10)), batch_size=50, epochs=1)

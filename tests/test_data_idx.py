@@ -8,7 +8,7 @@ import pytest
 from jaxmlp import data
 from jaxmlp.data import DatasetError
 
-from conftest import SHARED_MNIST, idx_bytes, write_idx
+from helpers import SHARED_MNIST, idx_bytes, write_idx
 
 
 def test_read_idx_gz_and_raw_agree(tmp_path):

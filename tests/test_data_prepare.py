@@ -6,7 +6,7 @@ import pytest
 from jaxmlp import data
 from jaxmlp.data import DatasetError
 
-from conftest import SHARED_MNIST, make_idx_dataset
+from helpers import SHARED_MNIST, make_idx_dataset
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 from jaxmlp import data
 from jaxmlp.data import DatasetError
 
-from conftest import FASHION_DIR, make_idx_dataset
+from helpers import FASHION_DIR, make_idx_dataset
 
 
 @pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="dataset-fashion-mnist not installed")

@@ -5,7 +5,7 @@ import inspect
 
 import jaxmlp as jm
 
-from conftest import REPO
+from helpers import REPO
 
 PACKAGE = REPO / "jaxmlp"
 

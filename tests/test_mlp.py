@@ -22,7 +22,7 @@ from jaxmlp.gradcheck import check_gradients, manual_and_autodiff
 from jaxmlp.hyper import Hyper
 from jaxmlp.ops import losses
 
-from conftest import tree_rel_diff
+from helpers import tree_rel_diff
 
 MATRIX = list(itertools.product(["sigmoid", "tanh", "relu"], [0.0, 0.3], [False, True], [0.0, 1e-3], [1, 2, 3]))
 

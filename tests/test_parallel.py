@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent("""
     import json, sys, pathlib
     sys.path.insert(0, "tests")
     import jax, jax.numpy as jnp, numpy as np
-    from conftest import make_idx_dataset
+    from helpers import make_idx_dataset
     from jaxmlp import data, parallel, step, sweep
     from jaxmlp.hyper import Hyper
     from jaxmlp.mlp import MLPConfig

@@ -7,7 +7,7 @@ import pytest
 
 import jaxmlp
 
-from conftest import FASHION_DIR, REPO
+from helpers import FASHION_DIR, REPO
 
 BLOCKS = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
 

@@ -21,7 +21,7 @@ from hypothesis.extra.numpy import arrays
 from jaxmlp import checkpoint
 from jaxmlp.ops import activations, batchnorm, dropout, linear, losses
 
-from conftest import make_idx_dataset
+from helpers import make_idx_dataset
 
 # x64 is the same for every generated input (it only switches float64 on), so reusing it is safe.
 PROPS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

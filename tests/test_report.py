@@ -19,7 +19,9 @@ def test_atomic_write_replaces_whole_files_and_leaves_nothing_on_failure(tmp_pat
         raise RuntimeError("killed mid-write")
     assert path.read_text() == "first"
     assert os.listdir(path.parent) == ["out.txt"]  # no temp file left behind
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # readable like any other output
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # as open() makes files, not mkstemp's 0600
 
 
 def test_csv_json_and_figures(tmp_path):

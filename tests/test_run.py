@@ -15,8 +15,7 @@ from jaxmlp import checkpoint, data, run, step
 from jaxmlp.hyper import Hyper
 from jaxmlp.mlp import MLPConfig
 
-from conftest import make_idx_dataset
-from helpers import leaves_equal, small_tc
+from helpers import leaves_equal, make_idx_dataset, small_tc
 
 
 def test_fit_learns_and_writes_its_files(tiny, tmp_path):
@@ -116,7 +115,10 @@ def test_resume_with_more_epochs_extends_the_cosine_horizon(tiny, tmp_path):
 
 def test_resume_refuses_a_different_configuration(tiny, tmp_path):
     run.fit(tiny, small_tc(epochs=1), Hyper(), out_dir=tmp_path, progress=False, log=lambda s: None)
-    with pytest.raises(checkpoint.CheckpointError, match="different configuration"):
+    # the message names each differing option and both values (it used to say only "different configuration")
+    with pytest.raises(
+        checkpoint.CheckpointError, match=r"different structure: --optimizer adam \(checkpoint\) vs sgd "
+    ):
         run.fit(
             tiny,
             small_tc(epochs=2, optimizer="sgd"),
@@ -214,3 +216,55 @@ def test_unreadable_metadata_names_the_version_that_wrote_it(tmp_path):
     np.savez(tmp_path / "bad.npz", __meta__=np.array(json.dumps({**meta, "config": {"epochs": 2}})), **arrays)
     with pytest.raises(checkpoint.CheckpointError, match=r"bad.npz: .*written by jaxmlp 0\.1\.0"):
         run.load_model(tmp_path / "bad.npz")
+
+
+def test_outputs_grow_with_the_run_and_an_interrupt_keeps_them(tiny, tmp_path):
+    """After every epoch metrics.csv and a partial summary.json are on disk; a KeyboardInterrupt in
+    epoch 3 leaves the record of epochs 1-2 (and the curves), raises RunInterrupted, and resuming
+    ends bit-identical to a run that was never interrupted."""
+    tc = small_tc(epochs=4, model=MLPConfig(sizes=(16, 32, 10), batchnorm=True))
+    hyper = Hyper(learning_rate=3e-3, dropout_rate=0.2, ema_decay=0.9)
+    seen = []
+
+    def log(line):
+        if line.startswith("epoch   2"):  # epoch 1's files are written; epoch 2's not yet
+            seen.append(
+                (
+                    len(list(csv.DictReader(open(tmp_path / "metrics.csv")))),
+                    json.loads((tmp_path / "summary.json").read_text())["status"],
+                )
+            )
+        if line.startswith("epoch   3"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(run.RunInterrupted) as e:
+        run.fit(tiny, tc, hyper, out_dir=tmp_path, progress=False, log=log)
+    assert seen == [(1, "running")]
+    assert (e.value.epochs_done, e.value.epochs, e.value.signal_name) == (2, 4, "SIGINT")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["epochs"] == 2 and summary["test_accuracy"] is None
+    assert len(list(csv.DictReader(open(tmp_path / "metrics.csv")))) == 2 and (tmp_path / "curves.png").is_file()
+    assert checkpoint.load(tmp_path / "checkpoint.npz")[0]["epoch"] == 2
+    resumed = run.fit(tiny, tc, hyper, out_dir=tmp_path, resume=True, progress=False, log=lambda s: None)
+    clean = run.fit(tiny, tc, hyper, progress=False, log=lambda s: None)
+    assert leaves_equal(resumed.state, clean.state)
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "finished"
+
+
+def test_a_run_that_cannot_fit_in_memory_is_refused_before_allocating(tiny, tmp_path, monkeypatch):
+    from jaxmlp import memory
+
+    huge = small_tc(model=MLPConfig(sizes=(16, 100_000, 100_000, 10)))  # 120 GB of parameters and Adam state
+    monkeypatch.setattr(memory, "available_bytes", lambda device=None: 8 * 2**30)
+    with pytest.raises(
+        ValueError,
+        match=r"this run's parameters, optimizer state and training data needs 111\.8 "
+        r"GiB but cpu memory has 8\.0 GiB free; use narrower",
+    ):
+        run.fit(tiny, huge, Hyper(), out_dir=tmp_path / "x", progress=False, log=lambda s: None)
+    assert not (tmp_path / "x").exists()
+    # the compiled program is checked too, and a folder made for a run that fails early goes again
+    monkeypatch.setattr(memory, "program_bytes", lambda compiled: int(7.5 * 2**30))
+    with pytest.raises(ValueError, match=r"the compiled training epoch needs 7\.5 GiB but cpu memory has 8\.0 GiB"):
+        run.fit(tiny, small_tc(), Hyper(), out_dir=tmp_path / "y" / "z", progress=False, log=lambda s: None)
+    assert not (tmp_path / "y").exists()

@@ -1,4 +1,4 @@
-"""jaxmlp.seed: the seed notebook's model — its gradients are right, and its naive softmax does blow up."""
+"""experiments/seed_model.py: the seed notebook's model — its gradients are right, its naive softmax blows up."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import pytest
 
 from experiments import seed_model as seed
 
-from conftest import tree_rel_diff
+from helpers import tree_rel_diff
 
 
 @pytest.mark.parametrize(

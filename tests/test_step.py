@@ -82,7 +82,7 @@ def test_scan_unroll_trains_the_same_steps(tiny):
 
 def test_dropout_and_ema_are_switched_by_hyper_alone(tiny):
     """One switch per concept: a dropout rate turns dropout on in a step built from a plain config
-    (rate 0 computes exactly what no dropout does), and an EMA decay gives the state its EMA."""
+    (rate 0 gives exactly what no dropout gives), and an EMA decay gives the state its EMA."""
     tc = small_tc()
     batch = (jnp.asarray(tiny.x_train[:50]), jnp.asarray(tiny.y_train[:50]))
     key = jax.random.PRNGKey(0)

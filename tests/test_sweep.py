@@ -14,7 +14,7 @@ from jaxmlp import data, run, step, sweep
 from jaxmlp.hyper import Hyper
 from jaxmlp.mlp import MLPConfig, loss_and_grads
 
-from conftest import make_idx_dataset
+from helpers import make_idx_dataset
 
 # float32 tolerance for "the same computation, batched differently": vmapped and padded matmuls may
 # sum in another order; over ~48 Adam steps the drift stays far below 1e-4 relative.
@@ -238,3 +238,32 @@ def test_members_with_and_without_an_optional_op_share_one_program(tiny):
     assert res.rows[0]["train_loss"] == res.rows[1]["train_loss"]
     assert res.rows[0]["dev_accuracy"] == res.rows[1]["dev_accuracy"]
     assert res.rows[2]["train_loss"] != res.rows[0]["train_loss"]
+
+
+def test_without_a_chunk_size_the_sweep_runs_as_many_members_as_fit(tiny, monkeypatch):
+    from jaxmlp import memory
+
+    tc = tc_for(hidden=(16,), batchnorm=False, activation="tanh", epochs=1)
+    members = sweep.grid(Hyper(), {"learning_rate": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]})
+    per_member = sweep.member_bytes(sweep.padded_config(tc, members), members[0].hyper)
+    data = sum(a.nbytes for a in (tiny.x_train, tiny.y_train, tiny.x_dev, tiny.y_dev, tiny.x_test, tiny.y_test))
+    monkeypatch.setattr(memory, "available_bytes", lambda device=None: int((2.5 * per_member + data) / 0.9))
+    lines = []
+    res = sweep.run_sweep(tiny, tc, members, log=lines.append)
+    assert res.summary["chunk_size"] == 2 and lines[0].startswith("memory: 2 of 5 members fit at a time")
+    with pytest.raises(ValueError, match=r"a chunk of 5 members needs .* free; use a smaller --chunk-size"):
+        sweep.run_sweep(tiny, tc, members, chunk_size=5, log=lambda s: None)
+
+
+def test_accuracies_are_exact_fractions_and_a_folder_with_a_sweep_is_kept(tiny, tmp_path):
+    tc = tc_for(hidden=(16,), epochs=1)
+    members = sweep.grid(Hyper(), {"learning_rate": [1e-3, 1e-2]})
+    sweep.run_sweep(tiny, tc, members, axes=["learning_rate"], out_dir=tmp_path, log=lambda s: None)
+    n_dev = tiny.x_dev.shape[0]
+    for row in csv.DictReader(open(tmp_path / "results.csv")):
+        correct = float(row["dev_accuracy"]) * n_dev
+        assert correct == round(correct) and len(row["dev_accuracy"]) <= 6  # 0.8053, not 0.8052999973297119
+    assert (tmp_path / "curves.png").is_file()  # one epoch: the learning-curve panel draws a marker
+    with pytest.raises(ValueError, match="already holds a run .*; pass --overwrite to replace it"):
+        sweep.run_sweep(tiny, tc, members, axes=["learning_rate"], out_dir=tmp_path, log=lambda s: None)
+    sweep.run_sweep(tiny, tc, members, axes=["learning_rate"], out_dir=tmp_path, overwrite=True, log=lambda s: None)

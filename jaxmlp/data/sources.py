@@ -11,7 +11,7 @@ fallback), ``$JAXMLP_DATA`` (the folder itself or its ``<name>/`` subfolder), De
 ``/usr/share/datasets/<name>`` (Fashion-MNIST, package ``dataset-fashion-mnist``), the cache
 ``$XDG_CACHE_HOME/jaxmlp/<name>`` (default ``~/.cache/jaxmlp/<name>``), else a download from the public
 mirrors into the cache, each file checked against its published SHA-256 before it is renamed into
-place (``report.atomic_write``: a dropped connection or a wrong hash leaves nothing behind).
+place (``files.atomic_write``: a dropped connection or a wrong hash leaves nothing behind).
 
 File names: the official ``train-images-idx3-ubyte.gz`` and the seed notebook's
 ``train-images.idx3-ubyte``, each gzipped or raw.
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jaxmlp.data.idx import DatasetError
-from jaxmlp.report import atomic_write
+from jaxmlp.files import atomic_write
 
 DEBIAN_ROOT = Path("/usr/share/datasets")
 
@@ -123,7 +123,7 @@ def _sha256(path: Path) -> str:
 
 
 def download_file(url: str, dest: Path, sha256: str, timeout: float = 30.0) -> Path:
-    """Fetch ``url`` into ``dest`` atomically (``report.atomic_write``), kept only if the hash matches.
+    """Fetch ``url`` into ``dest`` atomically (``files.atomic_write``), kept only if the hash matches.
 
     A dropped connection or a wrong hash raises ``DatasetError`` and leaves ``dest`` as it was.
     """
