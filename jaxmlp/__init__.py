@@ -26,7 +26,7 @@ from jaxmlp.checkpoint import restore as restore_checkpoint
 from jaxmlp.checkpoint import save as save_checkpoint
 from jaxmlp.compiler import epoch_options
 from jaxmlp.data import Dataset, DatasetError, load_dataset, one_hot
-from jaxmlp.gradcheck import GradReport, check_gradients
+from jaxmlp.gradcheck import GradReport, VjpReport, as_custom_vjp, assert_vjp, check_gradients, check_vjp
 from jaxmlp.hyper import Hyper
 from jaxmlp.hyper import validate as validate_hyper
 from jaxmlp.mlp import (
@@ -69,6 +69,10 @@ __all__ = [
     "autodiff_loss_and_grads",
     "check_gradients",
     "GradReport",
+    "check_vjp",
+    "assert_vjp",
+    "as_custom_vjp",
+    "VjpReport",
     # training
     "TrainConfig",
     "TrainState",

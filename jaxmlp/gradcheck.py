@@ -1,6 +1,12 @@
-"""Gradient truth: the hand-derived gradients against ``jax.grad`` and central finite differences.
+"""Gradient truth: hand-derived backward rules against ``jax.vjp`` / ``jax.grad`` and central finite
+differences — for any op (``check_vjp``) and for jaxmlp's network (``check_gradients``).
 
 Contract::
+
+    report = check_vjp(fwd, bwd, x, params)      # fwd(*args) -> (out, residuals); bwd(residuals, ct) -> tuple
+    print(report)                                # a table: one row per argument leaf, the failing ones named
+    assert_vjp(fwd, bwd, x, params)              # AssertionError carrying that table (for pytest)
+    f = as_custom_vjp(fwd, bwd)                  # f(*args) = fwd(*args)[0]; jax.grad(f) runs bwd
 
     jax.config.update("jax_enable_x64", True)            # float64, for meaningful tolerances
     report = check_gradients(config, hyper, key=jax.random.PRNGKey(0))
@@ -30,6 +36,14 @@ AUTODIFF_TOL = {"float64": 1e-10, "float32": 1e-4}
 FD_TOL = 1e-7
 
 
+def worst(values) -> float:
+    """The largest of ``values``, NaN if any is NaN (Python's ``max`` would drop it: max([0.0, nan]) is 0.0)."""
+    values = [float(v) for v in values]
+    if any(np.isnan(v) for v in values):
+        return float("nan")
+    return max(values, default=0.0)
+
+
 def relative_difference(a, b) -> float:
     a, b = np.ravel(np.asarray(a, np.float64)), np.ravel(np.asarray(b, np.float64))
     denom = np.linalg.norm(a) + np.linalg.norm(b)
@@ -57,8 +71,9 @@ class GradReport:
 
     @property
     def ok(self) -> bool:
-        fd_ok = self.max_rel_diff_vs_finite_differences is None or self.max_rel_diff_vs_finite_differences < FD_TOL
-        return self.max_rel_error_vs_autodiff <= self.autodiff_tol and fd_ok
+        """Within both tolerances; anything non-finite fails (NaN compares False)."""
+        fd = self.max_rel_diff_vs_finite_differences
+        return bool(self.max_rel_error_vs_autodiff <= self.autodiff_tol and (fd is None or fd < FD_TOL))
 
     def to_dict(self) -> dict:
         return {
@@ -156,10 +171,235 @@ def check_gradients(
             )
             row["finite_difference_coords"] = int(len(pick))
             start += len(pick)
-        fd_max = max(r["rel_diff_vs_finite_differences"] for r in rows)
+        fd_max = worst(r["rel_diff_vs_finite_differences"] for r in rows)
     return GradReport(
         dtype=str(dtype),
         arrays=rows,
         max_rel_diff_vs_finite_differences=fd_max,
-        max_rel_error_vs_autodiff=max(r["rel_error_vs_autodiff"] for r in rows),
+        max_rel_error_vs_autodiff=worst(r["rel_error_vs_autodiff"] for r in rows),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Any op: check_vjp / assert_vjp / as_custom_vjp
+
+VJP_TOL = 1e-10  # float64: both sides are exact up to rounding
+VJP_FD_TOL = 1e-6  # float64 central differences, h = 1e-6: truncation O(h²) and rounding O(ε/h) sit below
+
+
+def _differentiable(leaf) -> bool:
+    return jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) and not jax.dtypes.issubdtype(
+        jnp.result_type(leaf), jax.dtypes.prng_key
+    )
+
+
+def _to_float64(leaf):
+    return jnp.asarray(leaf, jnp.float64) if _differentiable(leaf) else leaf
+
+
+@dataclass
+class VjpRow:
+    name: str  # the argument and the leaf's path in it, e.g. "arg1[0]['W']"
+    shape: tuple
+    vs_autodiff: float  # max over cotangents of ‖bwd − jax.vjp‖ / (‖bwd‖ + ‖jax.vjp‖)
+    vs_directions: float | None  # the same against central differences along random directions
+    vs_coordinates: float | None  # … and along sampled coordinates
+
+    def ok(self, vjp_tol: float, fd_tol: float) -> bool:
+        fd = [v for v in (self.vs_directions, self.vs_coordinates) if v is not None]
+        return bool(self.vs_autodiff <= vjp_tol and all(v <= fd_tol for v in fd))  # NaN fails
+
+
+@dataclass
+class VjpReport:
+    """What ``check_vjp`` found: one row per differentiable leaf of every argument."""
+
+    rows: list
+    vjp_tol: float = VJP_TOL
+    fd_tol: float = VJP_FD_TOL
+    problems: list = field(default_factory=list)  # structural faults of bwd's result, one line each
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and all(r.ok(self.vjp_tol, self.fd_tol) for r in self.rows)
+
+    @property
+    def worst(self) -> float:
+        """The largest relative error over every comparison (NaN if any was NaN)."""
+        values = [v for r in self.rows for v in (r.vs_autodiff, r.vs_directions, r.vs_coordinates) if v is not None]
+        return worst(values)
+
+    @property
+    def failing(self) -> list:
+        return [r.name for r in self.rows if not r.ok(self.vjp_tol, self.fd_tol)]
+
+    def to_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "worst": self.worst,
+            "tolerance_vs_autodiff": self.vjp_tol,
+            "tolerance_vs_finite_differences": self.fd_tol,
+            "problems": self.problems,
+            "rows": [vars(r) | {"ok": r.ok(self.vjp_tol, self.fd_tol)} for r in self.rows],
+        }
+
+    def __str__(self) -> str:
+        def num(v):
+            return "—" if v is None else f"{v:.2e}"
+
+        width = max([len("argument leaf")] + [len(r.name) for r in self.rows])
+        lines = [f"{'argument leaf':<{width}}  {'shape':<12}{'vs jax.vjp':>12}{'vs FD dirs':>12}{'vs FD coords':>14}"]
+        for r in self.rows:
+            flag = "" if r.ok(self.vjp_tol, self.fd_tol) else "  FAILED"
+            lines.append(
+                f"{r.name:<{width}}  {'x'.join(map(str, r.shape)) or 'scalar':<12}{num(r.vs_autodiff):>12}"
+                f"{num(r.vs_directions):>12}{num(r.vs_coordinates):>14}{flag}"
+            )
+        lines += [f"problem: {p}" for p in self.problems]
+        verdict = (
+            "OK" if self.ok else "FAILED: " + ", ".join(self.failing + (["bwd's result"] if self.problems else []))
+        )
+        lines.append(
+            f"worst {num(self.worst)} (tolerance {self.vjp_tol:g} vs jax.vjp, {self.fd_tol:g} vs finite "
+            f"differences): {verdict}"
+        )
+        return "\n".join(lines)
+
+
+def check_vjp(
+    fwd,
+    bwd,
+    *args,
+    cotangents: int = 3,
+    directions: int = 2,
+    coordinates: int = 6,
+    step: float = 1e-6,
+    seed: int = 0,
+    vjp_tol: float = VJP_TOL,
+    fd_tol: float = VJP_FD_TOL,
+) -> VjpReport:
+    """Check a hand-written backward rule ``bwd`` against autodiff and finite differences, in float64.
+
+    The convention is ``jax.custom_vjp``'s: ``fwd(*args) -> (out, residuals)`` and ``bwd(residuals, ct)
+    -> tuple of cotangents, one per argument``; ``args`` and ``out`` may be pytrees. Floating leaves
+    are cast to float64 (inside ``jax.enable_x64``; the caller's setting is untouched); integer, boolean
+    and PRNG-key leaves get no cotangent (``bwd`` may return None or zeros for them).
+
+    For each of ``cotangents`` random cotangents ``ct`` (standard normal, the structure of ``out``):
+      - against autodiff: ``bwd(residuals, ct)`` vs ``jax.vjp(lambda *a: fwd(*a)[0], *args)[1](ct)``;
+      - against central finite differences of s(x) = ⟨ct, f(x)⟩: for every differentiable leaf, along
+        ``directions`` random unit directions v — ⟨bwd's leaf, v⟩ vs (s(x + hv) − s(x − hv)) / 2h —
+        and along ``coordinates`` sampled coordinates (all of them in a smaller leaf).
+    Each comparison is the relative difference ‖a − b‖ / (‖a‖ + ‖b‖) of the leaf's values (0 when both
+    are 0); a row keeps the largest over cotangents. Anything non-finite fails. Returns a
+    ``VjpReport``: ``ok``, ``worst``, one row per leaf, and a ``str()`` table naming the failing ones.
+    """
+    rng = np.random.default_rng(seed)
+    with jax.enable_x64(True):
+        args = jax.tree_util.tree_map(_to_float64, args)
+        out, residuals = fwd(*args)
+        f = jax.jit(lambda *a: fwd(*a)[0])
+        _, reference_vjp = jax.vjp(lambda *a: fwd(*a)[0], *args)
+        leaves = [
+            (i, path, leaf)
+            for i, arg in enumerate(args)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(arg)[0]
+            if _differentiable(leaf)
+        ]
+        found = {(i, jax.tree_util.keystr(path)): {"auto": [], "dirs": [], "coords": []} for i, path, _ in leaves}
+        problems = []
+        for _ in range(cotangents):
+            ct = jax.tree_util.tree_map(lambda o: jnp.asarray(rng.standard_normal(np.shape(o))), out)
+            mine = bwd(residuals, ct)
+            if not isinstance(mine, (tuple, list)) or len(mine) != len(args):
+                problems.append(
+                    f"bwd returned {type(mine).__name__} of length "
+                    f"{len(mine) if isinstance(mine, (tuple, list)) else '—'}; it must return a tuple "
+                    f"with one cotangent per argument ({len(args)})"
+                )
+                break
+            ref = reference_vjp(ct)
+
+            def s(*a, ct=ct):
+                return sum(
+                    jnp.vdot(c, o) for c, o in zip(jax.tree_util.tree_leaves(ct), jax.tree_util.tree_leaves(f(*a)))
+                )
+
+            for i, path, leaf in leaves:
+                name = (i, jax.tree_util.keystr(path))
+                try:
+                    got = _leaf_at(mine[i], path)
+                except (KeyError, IndexError, TypeError, ValueError):
+                    got = None
+                if got is None or np.shape(got) != np.shape(leaf):
+                    problems.append(f"bwd gives arg{i}{name[1]} no cotangent of shape {np.shape(leaf)}")
+                    continue
+                got = np.asarray(got, np.float64)
+                found[name]["auto"].append(relative_difference(got, _leaf_at(ref[i], path)))
+
+                def slope(v, i=i, path=path, leaf=leaf):  # central difference of s along v in this leaf alone
+                    moved = [_with_leaf(args, i, path, leaf + sign * step * v) for sign in (1, -1)]
+                    return (float(s(*moved[0])) - float(s(*moved[1]))) / (2 * step)
+
+                dirs = [rng.standard_normal(np.shape(leaf)) for _ in range(directions)]
+                dirs = [d / (np.linalg.norm(d) or 1.0) for d in dirs]
+                found[name]["dirs"].append(
+                    relative_difference([np.vdot(got, d) for d in dirs], [slope(jnp.asarray(d)) for d in dirs])
+                )
+                size = int(np.prod(np.shape(leaf)))
+                picks = np.arange(size) if size <= coordinates else rng.choice(size, coordinates, replace=False)
+                units = [np.eye(size)[j].reshape(np.shape(leaf)) for j in picks]
+                found[name]["coords"].append(
+                    relative_difference(got.ravel()[picks], [slope(jnp.asarray(u)) for u in units])
+                )
+    rows = [
+        VjpRow(
+            name=f"arg{i}{key}",
+            shape=tuple(np.shape(leaf)),
+            vs_autodiff=worst(found[(i, key)]["auto"]) if found[(i, key)]["auto"] else float("nan"),
+            vs_directions=worst(found[(i, key)]["dirs"]) if directions and found[(i, key)]["dirs"] else None,
+            vs_coordinates=worst(found[(i, key)]["coords"]) if coordinates and found[(i, key)]["coords"] else None,
+        )
+        for (i, path, leaf), key in ((x, jax.tree_util.keystr(x[1])) for x in leaves)
+    ]
+    return VjpReport(rows, vjp_tol, fd_tol, sorted(set(problems), key=problems.index))
+
+
+def assert_vjp(fwd, bwd, *args, **options) -> VjpReport:
+    """``check_vjp``, raising AssertionError with the report's table when it fails (for pytest)."""
+    report = check_vjp(fwd, bwd, *args, **options)
+    if not report.ok:
+        raise AssertionError("hand-written backward disagrees:\n" + str(report))
+    return report
+
+
+def as_custom_vjp(fwd, bwd):
+    """``f(*args) = fwd(*args)[0]`` whose ``jax.grad`` / ``jax.vjp`` run ``bwd`` (``jax.custom_vjp``).
+
+    Static configuration (an activation's name, a flag) belongs in a closure or ``functools.partial``
+    around fwd and bwd, not in ``args``."""
+
+    @jax.custom_vjp
+    def f(*args):
+        return fwd(*args)[0]
+
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def _leaf_at(tree, path):
+    """The leaf of ``tree`` at a key path from ``tree_flatten_with_path`` (the tree itself for ())."""
+    for k in path:
+        for attr in ("key", "idx", "name"):
+            if hasattr(k, attr):
+                k = getattr(k, attr)
+                break
+        tree = getattr(tree, k) if isinstance(k, str) and not isinstance(tree, dict) else tree[k]
+    return tree
+
+
+def _with_leaf(args, i, path, value):
+    """``args`` with the leaf at ``path`` of argument ``i`` replaced by ``value``."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(args[i])
+    new = treedef.unflatten([value if p == path else leaf for p, leaf in leaves])
+    return (*args[:i], new, *args[i + 1 :])

@@ -1,8 +1,9 @@
-"""Every op's hand-derived backward against jax.vjp (float64), jitted and eager; the seed's numbers.
+"""Every op's hand-derived backward through the public ``check_vjp`` (float64, against jax.vjp and
+finite differences), jitted and eager; the ops' values and statistics; the seed's numbers.
 
-Tolerance: rtol 1e-10 in float64. Both sides compute the same derivative with a handful of
-floating-point operations, so they agree to ~1e-15; 1e-10 leaves room for summation order while
-still failing on any wrong term (a wrong term is off by O(1) relative).
+Tolerances: check_vjp's, 1e-10 against jax.vjp (both sides compute the same derivative with a handful
+of floating-point operations: ~1e-15; a wrong term is off by O(1) relative) and 1e-6 against central
+differences with h = 1e-6 (truncation O(h²), rounding O(ε/h) ≈ 1e-10). Other comparisons state theirs.
 """
 
 from functools import partial
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from jaxmlp.data import back_one_hot, one_hot
+from jaxmlp.gradcheck import assert_vjp
 from jaxmlp.ops import activations, batchnorm, dropout, linear, losses
 
 RTOL = 1e-10
@@ -24,7 +26,8 @@ def maybe_jit(f, jit):
 
 
 def rand(key, shape):
-    return jax.random.normal(jax.random.PRNGKey(key), shape, jnp.float64)
+    """Normal numbers, float64 where x64 is on (check_vjp casts to float64 itself)."""
+    return jax.random.normal(jax.random.PRNGKey(key), shape, jnp.float64 if jax.config.jax_enable_x64 else None)
 
 
 def assert_close(a, b, rtol=RTOL):
@@ -33,26 +36,138 @@ def assert_close(a, b, rtol=RTOL):
     np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * max(np.abs(b).max(), 1e-300))
 
 
+# ---------------------------------------------------------------------------------------------
+# Every op in the jax.custom_vjp convention, checked by the public check_vjp:
+# fwd(*args) -> (y, residuals), bwd(residuals, dy) -> one cotangent per argument
+
+
+def linear_op(params, x):
+    y, cache = linear.forward(params, x)
+    return y, (params, cache)
+
+
+def linear_bwd(residuals, dy):
+    params, cache = residuals
+    dx, grads = linear.backward(params, cache, dy)
+    return grads, dx
+
+
+def activation_op(name):
+    def fwd(x):
+        return activations.forward(name, x)
+
+    def bwd(cache, dy):
+        return (activations.backward(name, cache, dy),)
+
+    return fwd, bwd
+
+
+def dropout_op(rate, key):  # the rate and key are configuration: the op differentiates x
+    def fwd(x):
+        return dropout.forward(x, rate, key)
+
+    def bwd(mask, dy):
+        return (dropout.backward(mask, dy),)
+
+    return fwd, bwd
+
+
+def batchnorm_op(params, x):
+    y, cache, _, _ = batchnorm.forward_train(params, x)
+    return y, cache
+
+
+def batchnorm_bwd(cache, dy):
+    dx, grads = batchnorm.backward(cache, dy)
+    return grads, dx
+
+
+def cross_entropy_op(z, labels):  # integer labels: no cotangent
+    return losses.cross_entropy_forward(z, labels)
+
+
+def cross_entropy_bwd(cache, dloss):
+    return losses.cross_entropy_backward(cache, dloss), None
+
+
+def softmax_op(z):
+    p = losses.softmax(z)
+    return p, p
+
+
+def softmax_bwd(p, dp):
+    return (losses.softmax_backward(p, dp),)
+
+
+def l2_op(W):
+    return losses.l2_penalty([W], 0.01, 8), W
+
+
+def l2_bwd(W, dpenalty):
+    return (dpenalty * losses.l2_backward(W, 0.01, 8),)
+
+
+def jitted(fwd, bwd, jit):
+    return (jax.jit(fwd), jax.jit(bwd)) if jit else (fwd, bwd)
+
+
 # (5, 3): dW computed as xᵀ dy; (12, 3) and (40, 10) narrow by ≥ 4×: dW computed as (dyᵀ x)ᵀ
 @pytest.mark.parametrize("d_in, d_out", [(5, 3), (12, 3), (40, 10)])
 @pytest.mark.parametrize("jit", MODES)
-def test_linear_backward_matches_vjp(x64, jit, d_in, d_out):
-    params = linear.init(jax.random.PRNGKey(0), d_in, d_out, "xavier", dtype=jnp.float64)
+def test_linear_backward(jit, d_in, d_out):
+    params = linear.init(jax.random.PRNGKey(0), d_in, d_out, "xavier")
     params["b"] = rand(9, (d_out,))
-    x, dy = rand(1, (4, d_in)), rand(2, (4, d_out))
-    y, vjp = jax.vjp(lambda p, x: linear.forward(p, x)[0], params, x)
-    ref_dp, ref_dx = vjp(dy)
+    assert_vjp(*jitted(linear_op, linear_bwd, jit), params, rand(1, (4, d_in)))
+    dx, dp_only = linear.backward(params, rand(1, (4, d_in)), rand(2, (4, d_out)), need_dx=False)
+    _, dp = linear.backward(params, rand(1, (4, d_in)), rand(2, (4, d_out)))
+    assert dx is None and np.allclose(dp_only["W"], dp["W"])
 
-    def manual(params, x, dy):
-        _, cache = linear.forward(params, x)
-        return linear.backward(params, cache, dy)
 
-    dx, dp = maybe_jit(manual, jit)(params, x, dy)
-    assert_close(dx, ref_dx)
-    assert_close(dp["W"], ref_dp["W"])
-    assert_close(dp["b"], ref_dp["b"])
-    _, dp_only = linear.backward(params, x, dy, need_dx=False)
-    assert _ is None and np.allclose(dp_only["W"], dp["W"])
+@pytest.mark.parametrize("jit", MODES)
+@pytest.mark.parametrize("name", activations.ACTIVATIONS)
+def test_activation_backward(name, jit):
+    assert_vjp(*jitted(*activation_op(name), jit), rand(3, (6, 7)) * 3)
+
+
+@pytest.mark.parametrize("jit", MODES)
+def test_dropout_backward_and_statistics(jit):
+    key = jax.random.PRNGKey(7)
+    assert_vjp(*jitted(*dropout_op(0.3, key), jit), rand(5, (20, 50)))
+    _, mask = dropout.forward(jnp.ones((200, 50)), 0.3, key)
+    kept = np.asarray(mask) > 0
+    assert kept.mean() == pytest.approx(0.7, abs=0.02)  # 10k Bernoulli draws: std 0.005
+    np.testing.assert_allclose(np.asarray(mask)[kept], 1 / 0.7)  # inverted scaling
+    x = rand(5, (20, 50))
+    y0, _ = dropout.forward(x, 0.0, key)
+    assert_close(y0, x)  # rate 0 is the identity
+
+
+@pytest.mark.parametrize("jit", MODES)
+def test_batchnorm_backward(jit):
+    params = {"gamma": rand(8, (5,)), "beta": rand(9, (5,))}
+    assert_vjp(*jitted(batchnorm_op, batchnorm_bwd, jit), params, rand(10, (7, 5)) * 2 + 1)
+
+
+@pytest.mark.parametrize("jit", MODES)
+def test_softmax_backward(jit):
+    assert_vjp(*jitted(softmax_op, softmax_bwd, jit), rand(13, (4, 6)) * 5)
+
+
+@pytest.mark.parametrize("jit", MODES)
+def test_cross_entropy_fused_backward_is_p_minus_y_over_m(x64, jit):
+    z, y = rand(15, (5, 4)) * 3, jnp.array([0, 3, 1, 1, 2])
+    assert_vjp(*jitted(cross_entropy_op, cross_entropy_bwd, jit), z, y)
+    dz = losses.cross_entropy_backward(losses.cross_entropy_forward(z, y)[1])
+    assert_close(dz, (losses.softmax(z) - one_hot(y, 4).astype(jnp.float64)) / 5)
+
+
+@pytest.mark.parametrize("jit", MODES)
+def test_l2_backward(x64, jit):
+    assert_vjp(*jitted(l2_op, l2_bwd, jit), rand(16, (3, 4)))
+    Ws = [rand(16, (3, 4)), rand(17, (4, 2))]
+    assert float(losses.l2_penalty(Ws, 0.01, 8)) == pytest.approx(
+        0.01 / 16 * sum(float(jnp.sum(W**2)) for W in Ws), rel=1e-12
+    )
 
 
 def test_weight_grad_layouts_agree_and_vmap(x64):
@@ -102,19 +217,6 @@ def test_linear_init_std_and_zero_bias(method, std):
         linear.init(jax.random.PRNGKey(0), 2, 2, "orthogonal")
 
 
-@pytest.mark.parametrize("jit", MODES)
-@pytest.mark.parametrize("name", activations.ACTIVATIONS)
-def test_activation_backward_matches_vjp(x64, name, jit):
-    x, dy = rand(3, (6, 7)) * 3, rand(4, (6, 7))
-    y, vjp = jax.vjp(lambda x: activations.forward(name, x)[0], x)
-
-    def manual(x, dy):
-        _, cache = activations.forward(name, x)
-        return activations.backward(name, cache, dy)
-
-    assert_close(maybe_jit(manual, jit)(x, dy), vjp(dy)[0])
-
-
 def test_activation_values():
     x = jnp.array([-2.0, 0.0, 3.0])
     np.testing.assert_allclose(activations.forward("relu", x)[0], [0, 0, 3])  # seed's ReLU test
@@ -124,42 +226,6 @@ def test_activation_values():
     assert float(activations.backward("relu", activations.forward("relu", jnp.zeros(1))[1], jnp.ones(1))[0]) == 0.0
     with pytest.raises(ValueError, match="unknown activation 'gelu'"):
         activations.forward("gelu", x)
-
-
-@pytest.mark.parametrize("jit", MODES)
-def test_dropout_backward_matches_vjp_and_statistics(x64, jit):
-    x, dy = rand(5, (200, 50)), rand(6, (200, 50))
-    key = jax.random.PRNGKey(7)
-    y, vjp = jax.vjp(lambda x: dropout.forward(x, 0.3, key)[0], x)
-
-    def manual(x, dy):
-        _, cache = dropout.forward(x, 0.3, key)
-        return dropout.backward(cache, dy)
-
-    assert_close(maybe_jit(manual, jit)(x, dy), vjp(dy)[0])
-    _, mask = dropout.forward(jnp.ones((200, 50)), 0.3, key)
-    kept = np.asarray(mask) > 0
-    assert kept.mean() == pytest.approx(0.7, abs=0.02)  # 10k Bernoulli draws: std 0.005
-    np.testing.assert_allclose(np.asarray(mask)[kept], 1 / 0.7)  # inverted scaling
-    y0, _ = dropout.forward(x, 0.0, key)
-    assert_close(y0, x)  # rate 0 is the identity
-
-
-@pytest.mark.parametrize("jit", MODES)
-def test_batchnorm_backward_matches_vjp(x64, jit):
-    params = {"gamma": rand(8, (5,)), "beta": rand(9, (5,))}
-    x, dy = rand(10, (7, 5)) * 2 + 1, rand(11, (7, 5))
-    _, vjp = jax.vjp(lambda p, x: batchnorm.forward_train(p, x)[0], params, x)
-    ref_dp, ref_dx = vjp(dy)
-
-    def manual(params, x, dy):
-        _, cache, _, _ = batchnorm.forward_train(params, x)
-        return batchnorm.backward(cache, dy)
-
-    dx, dp = maybe_jit(manual, jit)(params, x, dy)
-    assert_close(dx, ref_dx)
-    assert_close(dp["gamma"], ref_dp["gamma"])
-    assert_close(dp["beta"], ref_dp["beta"])
 
 
 def test_batchnorm_statistics_and_running_average(x64):
@@ -176,27 +242,6 @@ def test_batchnorm_statistics_and_running_average(x64):
     assert_close(y_eval, y)
 
 
-@pytest.mark.parametrize("jit", MODES)
-def test_softmax_backward_matches_vjp(x64, jit):
-    z, dp = rand(13, (4, 6)) * 5, rand(14, (4, 6))
-    p, vjp = jax.vjp(losses.softmax, z)
-    assert_close(maybe_jit(losses.softmax_backward, jit)(p, dp), vjp(dp)[0])
-
-
-@pytest.mark.parametrize("jit", MODES)
-def test_cross_entropy_fused_backward_is_p_minus_y_over_m(x64, jit):
-    z = rand(15, (5, 4)) * 3
-    y = jnp.array([0, 3, 1, 1, 2])
-    ref = jax.grad(lambda z: losses.cross_entropy_forward(z, y)[0])(z)
-
-    def manual(z):
-        return losses.cross_entropy_backward(losses.cross_entropy_forward(z, y)[1])
-
-    dz = maybe_jit(manual, jit)(z)
-    assert_close(dz, ref)
-    assert_close(dz, (losses.softmax(z) - one_hot(y, 4).astype(jnp.float64)) / 5)
-
-
 def test_cross_entropy_is_stable_for_huge_logits(x64):
     z = jnp.array([[1000.0, 0.0, -1000.0], [0.0, 5000.0, 0.0]])
     loss, cache = losses.cross_entropy_forward(z, jnp.array([0, 1]))
@@ -204,17 +249,6 @@ def test_cross_entropy_is_stable_for_huge_logits(x64):
     assert np.all(np.isfinite(np.asarray(losses.cross_entropy_backward(cache))))
     loss_wrong, _ = losses.cross_entropy_forward(z, jnp.array([2, 0]))
     assert float(loss_wrong) == pytest.approx((2000 + 5000) / 2)
-
-
-@pytest.mark.parametrize("jit", MODES)
-def test_l2_backward_matches_grad(x64, jit):
-    Ws = [rand(16, (3, 4)), rand(17, (4, 2))]
-    ref = jax.grad(lambda Ws: losses.l2_penalty(Ws, 0.01, 8))(Ws)
-    for W, g in zip(Ws, ref):
-        assert_close(maybe_jit(losses.l2_backward, jit)(W, 0.01, 8), g)
-    assert float(losses.l2_penalty(Ws, 0.01, 8)) == pytest.approx(
-        0.01 / 16 * sum(float(jnp.sum(W**2)) for W in Ws), rel=1e-12
-    )
 
 
 # ---------------------------------------------------------------------------------------------
