@@ -10,7 +10,7 @@ FASHION_DIR := /usr/share/datasets/fashion-mnist
 TRAIN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: train test test-all lint data setup experiments bench clean
+.PHONY: train test test-all lint mutants data setup experiments bench clean
 
 setup: $(STAMP)
 
@@ -52,6 +52,11 @@ test: lint data
 
 test-all: $(STAMP) data
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Mutation testing (not part of `make test`): one-line bugs in the backward, optimizer, schedule, step
+# and data code, each run against the tests that should catch it (tests/mutants.py; ≈ 10 min).
+mutants: $(STAMP) data
+	$(BIN)/python tests/mutants.py
 
 # Every experiment of experiments/ (figures + experiments/RESULTS.md); --quick runs are part of `make test`.
 experiments: $(STAMP) data

@@ -31,6 +31,7 @@ from jaxmlp.hyper import Hyper
 from jaxmlp.hyper import validate as validate_hyper
 from jaxmlp.mlp import (
     MLPConfig,
+    autodiff_forward,
     autodiff_loss_and_grads,
     backward,
     cost,
@@ -67,6 +68,7 @@ __all__ = [
     # the referee (jax.grad) for gradient-equivalence tests
     "cost",
     "autodiff_loss_and_grads",
+    "autodiff_forward",
     "check_gradients",
     "GradReport",
     "check_vjp",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import signal
 import sys
@@ -286,6 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=16)
     g.add_argument("--fd-samples", type=int, default=64, help="coordinates per array for finite differences")
     g.add_argument("--float32", action="store_true", help="check in float32 (no finite differences)")
+    g.add_argument(
+        "--checkpoint",
+        default=None,
+        help="check at a trained model's parameters (a run folder or its checkpoint) on a batch of its "
+        "training data, instead of a random network on random data; the network options are then the "
+        "checkpoint's",
+    )
+    g.add_argument("--data-dir", default=None, help="with --checkpoint: the folder of its dataset's IDX files")
     g.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -446,6 +455,8 @@ def cmd_sweep(args) -> int:
     fixed = {n: v[0] for n, v in axes.items() if len(v) == 1}
     fixed.update({n: _off_if_zero(fixed[n]) for n in SWEEP_FIELDS.values() if n in fixed})
     base = jm.Hyper()._replace(**fixed)
+    if args.random is not None and args.random < 1:
+        raise ValueError(f"--random takes a number of points ≥ 1, got {args.random}")
     if args.random:
         log_axes = [n for n in swept if min(axes[n]) > 0 and max(axes[n]) / min(axes[n]) >= 10]
         members = jm.random_sample(
@@ -494,40 +505,63 @@ def cmd_sweep(args) -> int:
 def cmd_gradcheck(args) -> int:
     import jax
 
+    if args.batch_size < 1 or args.fd_samples < 1:
+        raise ValueError(f"--batch-size and --fd-samples must be ≥ 1, got {args.batch_size} and {args.fd_samples}")
     if not args.float32:
         jax.config.update("jax_enable_x64", True)
     import jaxmlp as jm
 
-    config = _model_config(args, args.input_dim, args.classes)
-    hyper = _hyper(argparse.Namespace(**{**vars(args), "learning_rate": 1.0}))
+    if args.checkpoint:  # a trained model on real data: saturated units, γ ≠ 1, small gradients
+        model = jm.load_model(_checkpoint_of(args.checkpoint))
+        config, hyper = model.config.model, model.hyper
+        ds = jm.load_dataset(
+            model.meta.get("dataset", "fashion-mnist"),
+            args.data_dir,
+            dev_size=int(model.meta.get("dev_size", 10_000)),
+            seed=model.config.seed,
+        )
+        batch = (ds.x_train[: args.batch_size], ds.y_train[: args.batch_size])
+        where = f"the parameters of {args.checkpoint}, {args.batch_size} training examples of {ds.name}"
+        extra = dict(params=model.params, state=model.bn_state, batch=batch)
+    else:
+        config = _model_config(args, args.input_dim, args.classes)
+        hyper = _hyper(argparse.Namespace(**{**vars(args), "learning_rate": 1.0}))
+        where, extra = f"a random initialization, a random batch of {args.batch_size}", {}
     report = jm.check_gradients(
         config,
         hyper,
         key=jax.random.PRNGKey(args.seed),
         batch_size=args.batch_size,
+        dtype="float32" if args.float32 else "float64",
         fd_samples=None if args.float32 else args.fd_samples,
+        **extra,
     )
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
+        print(json.dumps({**report.to_dict(), "at": where}, indent=2))
+        return 0 if report.ok else EXIT_GRADCHECK
+    dropout = "off" if hyper.dropout_rate is None else f"{float(hyper.dropout_rate):g}"
+    print(
+        f"network {'-'.join(map(str, config.sizes))} {config.activation}, dropout {dropout}, "
+        f"batchnorm {'on' if config.batchnorm else 'off'}, l2 {float(hyper.l2):g}, init {config.init}; "
+        f"{report.dtype}; at {where}"
+    )
+    print(f"{'array':<14}{'shape':<14}{'vs jax.grad':>14}{'vs finite diff':>16}")
+    for r in report.arrays:
+        fd = r.get("rel_diff_vs_finite_differences")
         print(
-            f"network {'-'.join(map(str, config.sizes))} {config.activation}, dropout {args.dropout:g}, "
-            f"batchnorm {'on' if config.batchnorm else 'off'}, l2 {args.l2:g}, init {config.init}; "
-            f"{report.dtype}, batch {args.batch_size}"
+            f"{r['name']:<14}{'x'.join(map(str, r['shape'])):<14}{r['rel_error_vs_autodiff']:>14.2e}"
+            f"{'' if fd is None else format(fd, '.2e'):>16}"
         )
-        print(f"{'array':<14}{'shape':<14}{'vs jax.grad':>14}{'vs finite diff':>16}")
-        for r in report.arrays:
-            fd = r.get("rel_diff_vs_finite_differences")
-            print(
-                f"{r['name']:<14}{'x'.join(map(str, r['shape'])):<14}{r['rel_error_vs_autodiff']:>14.2e}"
-                f"{'' if fd is None else format(fd, '.2e'):>16}"
-            )
-        fd = report.max_rel_diff_vs_finite_differences
-        print(
-            f"max: {report.max_rel_error_vs_autodiff:.2e} vs jax.grad (tolerance {report.autodiff_tol:g})"
-            + ("" if fd is None else f", {fd:.2e} vs finite differences (tolerance {report.fd_tol:g})")
-            + ("  OK" if report.ok else "  FAILED")
+    fd = report.max_rel_diff_vs_finite_differences
+    print(
+        f"max: {report.max_rel_error_vs_autodiff:.2e} vs jax.grad (tolerance {report.autodiff_tol:g})"
+        + (
+            "; finite differences skipped (float32 cannot resolve them: run without --float32)"
+            if fd is None
+            else f", {fd:.2e} vs finite differences (tolerance {report.fd_tol:g})"
         )
+        + ("  OK" if report.ok else "  FAILED")
+    )
     return 0 if report.ok else EXIT_GRADCHECK
 
 
@@ -541,14 +575,35 @@ def _out_of_memory(e: Exception) -> bool:
     return isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e) or "Out of memory" in str(e)
 
 
+def _parse(argv):
+    """Parse ``argv``; an unknown option is reported by the command's own parser (its --help)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        subparsers.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _run(args, argv)
+    except KeyboardInterrupt as e:  # before the library was even imported
+        name = getattr(e, "signal_name", "SIGINT")
+        print(f"jaxmlp: {name}: interrupted", file=sys.stderr)
+        return EXIT_SIGNAL[name]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args, argv) -> int:
     import jax
 
     from jaxmlp import CheckpointError, DatasetError, RunInterrupted, TrainingDiverged
 
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if args.command == "train":
             return cmd_train(args, _given(argv))
@@ -560,16 +615,20 @@ def main(argv=None) -> int:
         print(f"jaxmlp: error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except RunInterrupted as e:
-        print(
-            f"jaxmlp: {e.signal_name}: stopped after {e.epochs_done} of {e.epochs} epochs; the checkpoint and "
-            f"the outputs of the finished epochs are in {e.out_dir}; resume with: {_resume_command(argv)}",
-            file=sys.stderr,
-        )
+        if e.resumable:
+            print(
+                f"jaxmlp: {e.signal_name}: stopped after {e.epochs_done} of {e.epochs} epochs; the checkpoint and "
+                f"the outputs of the finished epochs are in {e.out_dir}; resume with: {_resume_command(argv)}",
+                file=sys.stderr,
+            )
+        else:
+            again = "jaxmlp " + shlex.join([a for a in argv if a != "--resume"])
+            print(
+                f"jaxmlp: {e.signal_name}: stopped before the first epoch finished; nothing of this run was "
+                f"written; start it again with: {again}",
+                file=sys.stderr,
+            )
         return EXIT_SIGNAL[e.signal_name]
-    except KeyboardInterrupt as e:
-        name = getattr(e, "signal_name", "SIGINT")
-        print(f"jaxmlp: {name}: interrupted", file=sys.stderr)
-        return EXIT_SIGNAL[name]
     except (jax.errors.JaxRuntimeError, MemoryError) as e:
         if not _out_of_memory(e):
             raise
@@ -580,9 +639,19 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return EXIT_ERROR
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+
+
+def console() -> None:
+    """The installed ``jaxmlp`` command. After an interrupt it leaves at once (``os._exit``, once the
+    output is flushed): XLA's threads may still be compiling, and a normal interpreter shutdown under
+    them can crash. Everything the run keeps is on disk by then."""
+    code = main()
+    if code in EXIT_SIGNAL.values():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -83,6 +83,9 @@ class GradReport:
             "max_rel_diff_vs_finite_differences": self.max_rel_diff_vs_finite_differences,
             "tolerance_vs_autodiff": self.autodiff_tol,
             "tolerance_vs_finite_differences": FD_TOL,
+            "finite_differences": "skipped: float32 cannot resolve them"
+            if self.max_rel_diff_vs_finite_differences is None
+            else "checked",
             "arrays": self.arrays,
         }
 
@@ -120,19 +123,27 @@ def check_gradients(
     dtype=None,
     fd_samples: int | None = 64,
     fd_step: float = 1e-6,
+    params=None,
+    state=None,
 ) -> GradReport:
-    """Compare hand-derived gradients with autodiff (and finite differences unless fd_samples=None)."""
+    """Compare hand-derived gradients with autodiff (and finite differences unless fd_samples=None).
+
+    At ``params`` / ``state`` when given (a trained model's, cast to ``dtype``), else at a random
+    initialization from ``key``; on ``batch`` = (x, y) when given, else on a random batch."""
     if dtype is None:
         dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     dtype = jnp.dtype(dtype)
     if dtype == jnp.float64 and not jax.config.jax_enable_x64:
         raise ValueError("float64 gradient checks need jax.config.update('jax_enable_x64', True)")
     pkey, xkey, ykey, dkey, fkey = jax.random.split(key, 5)
-    params, state = mlp.init(pkey, config, scale=hyper.init_scale, dtype=dtype)
+    if params is None:
+        params, state = mlp.init(pkey, config, scale=hyper.init_scale, dtype=dtype)
+    params, state = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), (params, state))
     if batch is None:
         x = jax.random.normal(xkey, (batch_size, config.sizes[0]), dtype)
         y = jax.random.randint(ykey, (batch_size,), 0, config.sizes[-1])
         batch = (x, y)
+    batch = (jnp.asarray(batch[0], dtype), jnp.asarray(batch[1]))
     hyper = type(hyper)(*(None if v is None else jnp.asarray(v, dtype) for v in hyper))
     manual, auto = jax.jit(manual_and_autodiff, static_argnames="config")(
         params, state, batch, hyper, dkey, config=config

@@ -97,7 +97,13 @@ def validate(h: Hyper) -> None:
         v = float(getattr(h, name))
         if not 0 <= v < 1:
             raise ValueError(f"{name.replace('_', ' ')} must lie in [0, 1), got {v:g}")
-    for name in ("l2", "weight_decay", "eps", "warmup_steps"):
+    for name in ("decay_rate", "decay_steps", "total_steps"):
+        v = float(getattr(h, name))
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"{name.replace('_', ' ')} must be a finite number > 0, got {v:g}")
+    if not 0 <= float(h.final_lr_fraction) <= 1:
+        raise ValueError(f"final lr fraction must lie in [0, 1], got {float(h.final_lr_fraction):g}")
+    for name in ("l2", "weight_decay", "eps", "warmup_steps", "init_scale"):
         v = float(getattr(h, name))
         if not (math.isfinite(v) and v >= 0):
             raise ValueError(f"{name.replace('_', ' ')} must be a finite number ≥ 0, got {v:g}")

@@ -12,7 +12,8 @@ A run is checked twice: before anything is allocated, with the exact size of its
 (``jax.eval_shape`` of ``step.init_state``) and of the training data it puts on the device; then, once
 compiled, with XLA's own ``memory_analysis`` of the epoch program (arguments + outputs − donated
 aliases + temporaries), which is what the program will hold at its peak. "Available" is the device's
-free memory as its allocator reports it (GPUs, TPUs), or the host's ``MemAvailable`` for the CPU.
+free memory as its allocator reports it (GPUs, TPUs), or for the CPU the host's ``MemAvailable``, or the
+room left under the process's cgroup memory limit where that is less.
 ``HEADROOM`` of it is left for what neither count sees (the evaluation chunks, the runtime itself).
 """
 
@@ -31,21 +32,47 @@ HEADROOM = 0.1  # fraction of the available memory kept free
 def available_bytes(device=None) -> int | None:
     """Free memory of ``device`` (default: the first device) in bytes, or None when unknown."""
     device = device or jax.devices()[0]
-    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    try:
+        stats = device.memory_stats()
+    except Exception:  # not every backend implements it
+        stats = None
     if stats and "bytes_limit" in stats:
         return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
-    if device.platform == "cpu":
+    if device.platform != "cpu":
+        return None
+    host = _meminfo_available()
+    limit = _cgroup_room()  # a container's memory limit, where the host's free memory would overstate it
+    known = [v for v in (host, limit) if v is not None]
+    return min(known) if known else None
+
+
+def _meminfo_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _cgroup_room() -> int | None:
+    """The cgroup (v2, else v1) memory limit minus what the group uses, or None where there is none."""
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
         try:
-            with open("/proc/meminfo") as f:
-                for line in f:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        try:
-            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return None
+            limit = open(limit_file).read().strip()
+            if limit == "max" or int(limit) >= 2**60:
+                return None
+            return int(limit) - int(open(usage_file).read().strip())
+        except (OSError, ValueError):
+            continue
     return None
 
 

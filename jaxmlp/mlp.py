@@ -33,6 +33,8 @@ those masks, the public functions are the same with none.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -126,17 +128,57 @@ def forward(params, state, x, *, config: MLPConfig, hyper=None, train: bool = Fa
     ``train=False`` (evaluation): running batch-norm statistics, no dropout; the state comes back as
     it went in. ``train=True``: batch statistics (the running ones are updated into the new state)
     and, where ``hyper`` has dropout rates, dropout drawn from ``key``.
+
+    Differentiable by the hand-derived backward: ``jax.grad`` (``jax.vjp``, …) of any function of the
+    logits, with respect to ``params``, ``x`` and (evaluation mode) the running statistics in
+    ``state``, runs ``backward``'s rules (``jax.custom_vjp``), under ``jit``, ``vmap`` and ``lax.scan``.
+    ``hyper`` and ``key`` are not differentiated, and the returned state is under ``stop_gradient``
+    (running statistics are bookkeeping, not a function to train through). ``autodiff_forward`` is the
+    same forward differentiated by plain autodiff: the referee.
     """
+    logits, new_state = _differentiable_forward(params, state, x, config, jax.lax.stop_gradient(hyper), train, key)
+    return logits, jax.lax.stop_gradient(new_state)
+
+
+def autodiff_forward(params, state, x, *, config: MLPConfig, hyper=None, train: bool = False, key=None):
+    """``forward`` with its gradients left to ``jax.grad``'s autodiff of the forward ops: the referee
+    that the hand-derived backward is checked against."""
     logits, new_state, _ = _forward(params, state, x, config, hyper, train, key, None)
     return logits, new_state
 
 
-def forward_with_caches(params, state, x, *, config: MLPConfig, hyper=None, train: bool = False, key=None):
-    """``forward`` that also returns what ``backward`` needs: (logits, new state, caches).
+@partial(jax.custom_vjp, nondiff_argnums=(3, 5))
+def _differentiable_forward(params, state, x, config, hyper, train, key):
+    logits, new_state, _ = _forward(params, state, x, config, hyper, train, key, None)
+    return logits, new_state
 
-    ``caches`` is a list with one ``(linear, batchnorm, activation, dropout)`` cache tuple per hidden
-    layer (None for an absent op) and the output layer's linear cache last.
-    """
+
+def _differentiable_forward_fwd(params, state, x, config, hyper, train, key):
+    logits, new_state, caches = _forward(params, state, x, config, hyper, train, key, None)
+    return (logits, new_state), (params, state, hyper, caches)
+
+
+def _differentiable_forward_bwd(config, train, residuals, cotangents):
+    params, state, hyper, caches = residuals
+    dlogits, _ = cotangents  # the new state's cotangent: zero (stop_gradient in forward)
+    grads, state_grads, dx = _backward(params, caches, dlogits, config, None, train=train, need_dx=True)
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, hyper)
+    return grads, state_grads, dx, zeros, None
+
+
+_differentiable_forward.defvjp(_differentiable_forward_fwd, _differentiable_forward_bwd)
+
+
+class Caches(NamedTuple):
+    """What ``backward`` needs from a forward pass."""
+
+    input_dropout: object  # the input-dropout mask (batch, d_in), or None
+    hidden: tuple  # per hidden layer: (linear, batch norm, activation, dropout) caches, None where absent
+    output: object  # the output layer's linear cache
+
+
+def forward_with_caches(params, state, x, *, config: MLPConfig, hyper=None, train: bool = False, key=None):
+    """``forward`` that also returns what ``backward`` needs: (logits, new state, ``Caches``)."""
     return _forward(params, state, x, config, hyper, train, key, None)
 
 
@@ -149,12 +191,12 @@ def _forward(params, state, x, config: MLPConfig, hyper, train: bool, key, masks
     use_input_dropout = train and hyper.input_dropout_rate is not None
     if (use_dropout or use_input_dropout) and key is None:
         raise ValueError("forward(train=True) with dropout needs a key")
-    h = x
+    h, input_mask = x, None
     if use_input_dropout:
-        # the first linear layer caches the dropped-out input, so its dW is right without a backward
-        # here (the input is data: nothing upstream needs dL/dx)
+        # the first linear layer caches the dropped-out input, so its dW needs nothing more; the mask
+        # is kept for the input gradient (differentiating forward with respect to x)
         key, in_key = jax.random.split(key)
-        h, _ = dropout.forward(h, hyper.input_dropout_rate, in_key)
+        h, input_mask = dropout.forward(h, hyper.input_dropout_rate, in_key)
     drop_keys = jax.random.split(key, config.num_hidden) if use_dropout else None
     caches, new_state = [], []
     for i in range(config.num_hidden):
@@ -166,7 +208,7 @@ def _forward(params, state, x, config: MLPConfig, hyper, train: bool, key, masks
                 z, bn_cache, mean, var = batchnorm.forward_train(p, z)
                 new_state.append(batchnorm.update_state(state[i], mean, var, z.shape[0], hyper.bn_momentum))
             else:
-                z = batchnorm.forward_eval(p, state[i], z)
+                z, bn_cache = batchnorm.forward_eval_with_cache(p, state[i], z)
                 new_state.append(state[i])
         else:
             new_state.append(state[i])
@@ -178,8 +220,7 @@ def _forward(params, state, x, config: MLPConfig, hyper, train: bool, key, masks
             h, drop_cache = dropout.forward(h, hyper.dropout_rate, drop_keys[i])
         caches.append((lin_cache, bn_cache, act_cache, drop_cache))
     logits, out_cache = linear.forward(params[-1], h, config.matmul_operand_dtype)  # (batch, d_out)
-    caches.append(out_cache)
-    return logits, tuple(new_state), caches
+    return logits, tuple(new_state), Caches(input_mask, tuple(caches), out_cache)
 
 
 def weights(params):
@@ -198,33 +239,42 @@ def _cost(params, state, batch, hyper, key, config: MLPConfig, masks):
     return data_loss + losses.l2_penalty(weights(params), hyper.l2, x.shape[0])
 
 
-def backward(params, caches, dlogits, *, config: MLPConfig):
+def backward(params, caches, dlogits, *, config: MLPConfig, train: bool = True):
     """Walk the layers in reverse: dlogits (batch, d_out) -> grads with the structure of ``params``.
 
-    ``caches`` from ``forward_with_caches``. The first layer's input gradient is not computed (the
-    input is data)."""
-    return _backward(params, caches, dlogits, config, None)
+    ``caches`` from ``forward_with_caches`` with the same ``train``. The first layer's input gradient
+    is not computed here (the input is data; ``jax.grad`` through ``forward`` gives it)."""
+    grads, _, _ = _backward(params, caches, dlogits, config, None, train=train)
+    return grads
 
 
-def _backward(params, caches, dlogits, config: MLPConfig, masks):
-    grads = [None] * len(params)
-    first = len(params) == 1
+def _backward(params, caches, dlogits, config: MLPConfig, masks, *, train: bool = True, need_dx: bool = False):
+    """(grads like params, grads like the incoming state, dL/dx or None). The state's gradient is
+    zero in training mode (batch statistics are used, not the running ones)."""
+    grads, state_grads = [None] * len(params), [{} for _ in range(config.num_hidden)]
     transpose = config.weight_grad_layout == "auto"
-    dh, grads[-1] = linear.backward(params[-1], caches[-1], dlogits, need_dx=not first, transpose_narrow=transpose)
+    dh, grads[-1] = linear.backward(
+        params[-1], caches.output, dlogits, need_dx=need_dx or config.num_hidden > 0, transpose_narrow=transpose
+    )
     for i in reversed(range(config.num_hidden)):
-        lin_cache, bn_cache, act_cache, drop_cache = caches[i]
+        lin_cache, bn_cache, act_cache, drop_cache = caches.hidden[i]
         if drop_cache is not None:
             dh = dropout.backward(drop_cache, dh)
         if masks is not None:
             dh = dh * masks[i]
         dz = activations.backward(config.activation, act_cache, dh)
         g = {}
-        if bn_cache is not None:
+        if bn_cache is not None and train:
             dz, g = batchnorm.backward(bn_cache, dz)
-        dh, g_lin = linear.backward(params[i], lin_cache, dz, need_dx=i > 0, transpose_narrow=transpose)
+            state_grads[i] = {"mean": jnp.zeros_like(g["beta"]), "var": jnp.zeros_like(g["beta"])}
+        elif bn_cache is not None:
+            dz, g, state_grads[i] = batchnorm.backward_eval(bn_cache, dz)
+        dh, g_lin = linear.backward(params[i], lin_cache, dz, need_dx=need_dx or i > 0, transpose_narrow=transpose)
         g.update(g_lin)
         grads[i] = g
-    return tuple(grads)
+    if need_dx and caches.input_dropout is not None:
+        dh = dropout.backward(caches.input_dropout, dh)
+    return tuple(grads), tuple(state_grads), dh if need_dx else None
 
 
 def loss_and_grads(params, state, batch, hyper, key, *, config: MLPConfig):
@@ -241,7 +291,7 @@ def _loss_and_grads(params, state, batch, hyper, key, config: MLPConfig, masks):
     m = x.shape[0]
     logits, new_state, caches = _forward(params, state, x, config, hyper, True, key, masks)
     data_loss, ce_cache = losses.cross_entropy_forward(logits, y)
-    grads = _backward(params, caches, losses.cross_entropy_backward(ce_cache), config, masks)
+    grads, _, _ = _backward(params, caches, losses.cross_entropy_backward(ce_cache), config, masks)
     grads = tuple({**g, "W": g["W"] + losses.l2_backward(p["W"], hyper.l2, m)} for p, g in zip(params, grads))
     total = data_loss + losses.l2_penalty(weights(params), hyper.l2, m)
     correct = jnp.sum(jnp.argmax(logits, axis=-1) == y)

@@ -15,7 +15,8 @@ Update rules (g the gradient, η the learning rate, t = 1, 2, … the step count
   - ``sgd``:       Δ = −η g
   - ``momentum``:  v ← μ v + g;  Δ = −η v                 (heavy-ball form, Polyak 1964; as PyTorch)
   - ``nesterov``:  v ← μ v + g;  Δ = −η (g + μ v)         (Sutskever et al. 2013, as PyTorch)
-  - ``rmsprop``:   s ← ρ s + (1 − ρ) g²;  Δ = −η g / (√s + ε)        (Tieleman & Hinton 2012)
+  - ``rmsprop``:   s ← ρ s + (1 − ρ) g²;  Δ = −η g / (√s + ε)        (Tieleman & Hinton 2012;
+                   ε outside the root, as PyTorch — optax's rmsprop uses √(s + ε))
   - ``adam``:      m ← β₁ m + (1 − β₁) g;  v ← β₂ v + (1 − β₂) g²;
                    m̂ = m / (1 − β₁ᵗ);  v̂ = v / (1 − β₂ᵗ);  Δ = −η m̂ / (√v̂ + ε)  (Kingma & Ba 2015),
                    computed as Δ = −α_t m / (√v + ε̂), α_t = η √(1 − β₂ᵗ) / (1 − β₁ᵗ),

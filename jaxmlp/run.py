@@ -8,7 +8,7 @@ Contract::
 
 Each epoch is one compiled program (``step.epoch_program``, or ``parallel.data_parallel_epoch`` with
 ``data_parallel=True``); after it, the dev set is evaluated with ``step.eval_params`` and the best
-parameters so far are kept. ``out_dir`` is checked before training (``prepare_out_dir``) and, after
+parameters so far are kept. ``out_dir`` is checked before training (``OutputFolder.claim``) and, after
 every epoch, holds ``checkpoint.npz`` (the training state and the best parameters, with the
 configuration, ``Hyper``, normalizer and history in its metadata), ``metrics.csv`` and a partial
 ``summary.json``; ``curves.png`` and the test accuracy come at the end, or when the run diverges or
@@ -118,57 +118,84 @@ def load_model(path) -> LoadedModel:
 
 
 RUN_FILES = ("checkpoint.npz", "metrics.csv", "summary.json", "curves.png")  # what fit writes into out_dir
+SWEEP_FILES = ("results.csv", "summary.json", "heatmap.png", "curves.png", "best_checkpoint.npz")  # run_sweep's
+OUTPUT_FILES = tuple(dict.fromkeys(RUN_FILES + SWEEP_FILES))
 
 
 class RunInterrupted(KeyboardInterrupt):
     """``fit`` was interrupted (Ctrl-C, or SIGTERM turned into a KeyboardInterrupt with a ``signal_name``
     attribute): the epoch in flight was abandoned; the checkpoint and the outputs of every finished
-    epoch are on disk."""
+    epoch are on disk. ``resumable``: a checkpoint is there to resume from (False when the run stopped
+    before its first epoch finished: then nothing of it was written)."""
 
-    def __init__(self, epochs_done: int, epochs: int, out_dir, signal_name: str = "SIGINT"):
+    def __init__(self, epochs_done: int, epochs: int, out_dir, signal_name: str = "SIGINT", resumable: bool = True):
         super().__init__(f"interrupted ({signal_name}) after {epochs_done} of {epochs} epochs")
         self.epochs_done, self.epochs, self.out_dir, self.signal_name = epochs_done, epochs, out_dir, signal_name
+        self.resumable = resumable
 
 
-def prepare_out_dir(out: Path, files=RUN_FILES, *, resume: bool, overwrite: bool) -> Path | None:
-    """Check, before any training, that ``out`` can hold this run: it can be created and written, it
-    is not a file, and it holds none of ``files`` (an earlier run's) unless ``resume`` (continue it)
-    or ``overwrite`` (they are deleted now). Raises ValueError with one line naming the folder.
-    Returns the topmost folder it had to create (None if ``out`` existed), for a caller that fails
-    before writing anything to remove again."""
-    created = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output folder {out} is a file; choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with report.atomic_write(out / ".jaxmlp-write-test") as f:
-            f.write("")
-        (out / ".jaxmlp-write-test").unlink()
-    except OSError as e:
-        raise ValueError(f"cannot write to output folder {out} ({e.strerror or e}); choose another --out") from None
-    found = [name for name in files if (out / name).exists()]
-    if found and not resume:
-        if not overwrite:
-            again = "pass --resume to continue it, " if files == RUN_FILES else "pass "
+@dataclass
+class OutputFolder:
+    """A run's claim on its output folder (``claim``), checked before any training.
+
+    ``created``: the topmost folder the claim had to make (None if it existed); ``abandon`` removes it
+    again while it holds no file, for a run that fails before writing anything. ``replaced``: an
+    earlier run's files that ``--overwrite`` replaces; ``start`` deletes them, right before the new
+    run's first file is written, so a run that fails before that leaves the old one as it was."""
+
+    path: Path
+    created: Path | None
+    replaced: list
+
+    @classmethod
+    def claim(cls, out, *, resume: bool, overwrite: bool) -> OutputFolder:
+        """ValueError (one line naming the folder) unless ``out`` can be created and written, is not a
+        file, and holds no earlier run's files (``OUTPUT_FILES``) — or ``resume`` (continue it) or
+        ``overwrite`` (replace them). Removes the temp files of jaxmlp's own writes killed half-way."""
+        out = Path(out)
+        created = next((q for q in reversed([out, *out.parents]) if not q.exists()), None)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"output folder {out} is a file; choose another --out")
+        probe = out / ".jaxmlp-write-test"
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            with report.atomic_write(probe) as f:
+                f.write("")
+            probe.unlink()
+        except OSError as e:
+            raise ValueError(f"cannot write to output folder {out} ({e.strerror or e}); choose another --out") from None
+        found = [name for name in OUTPUT_FILES if (out / name).exists()]
+        if found and not resume and not overwrite:
+            again = "pass --resume to continue it, " if (out / "checkpoint.npz").exists() else "pass "
             raise ValueError(
                 f"{out} already holds a run ({', '.join(found)}); {again}--overwrite to replace it, or choose "
                 "another --out"
             )
-        for name in found:
-            (out / name).unlink()
-    for stale in out.glob("*.tmp"):  # temp files of writes killed half-way (the files themselves are whole)
-        stale.unlink()
-    return created
+        for name in OUTPUT_FILES:  # only jaxmlp's own temp files: <output file>.<random>.tmp
+            for stale in out.glob(f"{name}.*.tmp"):
+                stale.unlink()
+        return cls(out, created, [] if resume else [out / name for name in found])
+
+    def start(self) -> None:
+        for path in self.replaced:
+            path.unlink(missing_ok=True)
+        self.replaced = []
+
+    def abandon(self) -> None:
+        if self.created is not None and self.created.is_dir() and not any(q.is_file() for q in self.created.rglob("*")):
+            shutil.rmtree(self.created)
 
 
 _OPTION_NAMES = {"dropout_rate": "--dropout", "input_dropout_rate": "--input-dropout", "ema_decay": "--ema"}
 
 
-def _structure(tc: TrainConfig, hyper: Hyper) -> dict:
-    """What a resumed run must share with its checkpoint (everything that shapes the state or the
-    program), keyed by the command-line option that sets it."""
+def _structure(tc: TrainConfig, hyper: Hyper, data: tuple) -> dict:
+    """What a resumed run must share with its checkpoint (everything that shapes the state, the
+    program or the data split), keyed by the command-line option that sets it."""
     m = tc.model
     out = {
+        "--dataset": data[0],
+        "--dev-size": data[1],
         "inputs and classes": (m.sizes[0], m.sizes[-1]),
         "--hidden": ",".join(map(str, m.sizes[1:-1])) or "none",
         "--activation": m.activation,
@@ -187,10 +214,12 @@ def _structure(tc: TrainConfig, hyper: Hyper) -> dict:
     return out
 
 
-def _check_resume(path, saved_tc, saved_hyper, tc, hyper, log) -> list:
-    """Refuse a structural difference (one line naming each option and both values); return the numbers
-    that differ as [{"field", "from", "to"}] — they are applied from here on, and logged."""
-    a, b = _structure(saved_tc, saved_hyper), _structure(tc, hyper)
+def _check_resume(path, then, now, log) -> list:
+    """``then`` / ``now``: (TrainConfig, Hyper, (dataset name, dev size)) of the checkpoint and of this
+    run. Refuse a structural difference (one line naming each option and both values); return the
+    numbers that differ as [{"field", "from", "to"}] — they are applied from here on, and logged."""
+    saved_hyper, hyper = then[1], now[1]
+    a, b = _structure(*then), _structure(*now)
     diff = [f"{k} {a[k]} (checkpoint) vs {b[k]} (now)" for k in a if a[k] != b[k]]
     if diff:
         raise checkpoint.CheckpointError(
@@ -220,8 +249,9 @@ def fit(
 ) -> FitResult:
     """Train with early stopping on dev accuracy; write checkpoint/metrics/curves/summary to out_dir.
 
-    ``out_dir`` (optional) is checked before training (``prepare_out_dir``): a folder holding a run is
-    refused unless ``resume`` or ``overwrite``. After every epoch it holds ``checkpoint.npz``,
+    ``out_dir`` (optional) is checked before training (``OutputFolder.claim``): a folder holding a run
+    is refused unless ``resume`` or ``overwrite`` (the old run's files go when the new run writes its
+    first checkpoint). After every epoch it holds ``checkpoint.npz``,
     ``metrics.csv`` and ``summary.json`` (``"status": "running"``); at the end ``curves.png`` too and
     the status ``"finished"`` (with test accuracy). ``resume=True`` continues the checkpoint's run up to
     ``tc.epochs``: its structure must match (``CheckpointError`` naming each differing option); numbers of
@@ -259,8 +289,16 @@ def fit(
             best_acc, best_epoch, bad_epochs = meta["best_dev_accuracy"], meta["best_epoch"], meta["bad_epochs"]
         except (KeyError, TypeError, ValueError) as e:
             raise checkpoint.CheckpointError(f"{ckpt_path}: not the checkpoint of a run to resume ({e!r})") from None
+        if tc.epochs < start_epoch - 1:
+            raise ValueError(
+                f"{ckpt_path} already holds {start_epoch - 1} epochs; resuming with {tc.epochs} would not continue "
+                f"it (give --epochs ≥ {start_epoch - 1})"
+            )
+        data_now = (ds.name, int(ds.x_dev.shape[0]))
+        data_then = (meta.get("dataset", ds.name), int(meta.get("dev_size", ds.x_dev.shape[0])))
         changes = meta.get("hyper_changes", []) + [
-            {"epoch": start_epoch, **c} for c in _check_resume(ckpt_path, saved_tc, saved_hyper, tc, hyper, log)
+            {"epoch": start_epoch, **c}
+            for c in _check_resume(ckpt_path, (saved_tc, saved_hyper, data_then), (tc, hyper, data_now), log)
         ]
     # memory, before anything large is allocated: the state and the data, then the compiled program
     have = memory.available_bytes()
@@ -270,7 +308,7 @@ def fit(
         "this run's parameters, optimizer state and training data",
         "use narrower or fewer --hidden layers",
     )
-    created = prepare_out_dir(out, resume=resume, overwrite=overwrite) if out is not None else None
+    folder = OutputFolder.claim(out, resume=resume, overwrite=overwrite) if out is not None else None
     try:
         ts_shape = jax.eval_shape(lambda key: init_state(key, tc, hyper_arr), jax.random.PRNGKey(tc.seed))
         data_shape = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in (ds.x_train, ds.y_train)]
@@ -293,13 +331,16 @@ def fit(
             ts = checkpoint.restore(ts, arrays, "train", source=str(ckpt_path))
             best = checkpoint.restore(best, arrays, "best", source=str(ckpt_path))
             if start_epoch > tc.epochs:
+                log(f"the checkpoint holds all {tc.epochs} epochs: nothing to train (ask for more epochs to continue)")
+            elif tc.patience and bad_epochs >= tc.patience:
                 log(
-                    f"the checkpoint holds {start_epoch - 1} finished epochs, as many as asked: nothing to train "
-                    "(ask for more epochs to continue)"
+                    f"the run stopped early (no better dev accuracy for {bad_epochs} epochs): nothing to train "
+                    "(raise --patience to continue it)"
                 )
+                start_epoch = tc.epochs + 1
     except BaseException:
-        if created is not None and not any(p.is_file() for p in created.rglob("*")):
-            shutil.rmtree(created)  # a run that fails before its first epoch leaves no folder behind
+        if folder is not None:
+            folder.abandon()  # a run that fails before its first epoch leaves no folder behind
         raise
     x_train, y_train = jax.device_put(ds.x_train), jax.device_put(ds.y_train)
     train_seconds = sum(r["seconds"] for r in history)
@@ -328,7 +369,9 @@ def fit(
         }
 
     def write(status, curves=False, test=(None, None)):
-        if out is not None:
+        """The run's files; nothing while no checkpoint of this run exists (an epoch-1 failure leaves
+        the folder as it was: empty, or the earlier run that --overwrite would have replaced)."""
+        if out is not None and ckpt_path.exists() and not folder.replaced:
             report.write_csv(out / "metrics.csv", history)
             report.write_json(out / "summary.json", summary(status, test))
             if curves and history:
@@ -386,6 +429,7 @@ def fit(
                     "best_epoch": best_epoch,
                     "bad_epochs": bad_epochs,
                 }
+                folder.start()  # --overwrite: the old run's files go now that the new run has an epoch
                 save_run(ckpt_path, ts, best, meta)
             # after the checkpoint: the files never claim an epoch the checkpoint does not hold
             history.append(row)
@@ -402,7 +446,16 @@ def fit(
         if isinstance(e, RunInterrupted):
             raise
         write("interrupted", curves=True)
-        raise RunInterrupted(len(history), tc.epochs, out, getattr(e, "signal_name", "SIGINT")) from None
+        resumable = ckpt_path is not None and ckpt_path.exists()
+        if folder is not None and not resumable:
+            folder.abandon()
+        raise RunInterrupted(
+            len(history), tc.epochs, out, getattr(e, "signal_name", "SIGINT"), resumable=resumable
+        ) from None
+    except TrainingDiverged:
+        if folder is not None and not ckpt_path.exists():
+            folder.abandon()
+        raise
 
     test = evaluate(best["params"], best["bn_state"], ds.x_test, ds.y_test, config=tc.model)
     log(f"test accuracy {test[0]:.4f} (best dev {best_acc:.4f} at epoch {best_epoch})")

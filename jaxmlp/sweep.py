@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,10 +51,9 @@ from jaxmlp.data import Dataset, batch_indices, check_batch_size
 from jaxmlp.hyper import Hyper, align, validate
 from jaxmlp.hyper import stack as stack_hypers
 from jaxmlp.mlp import MLPConfig, _loss_and_grads, forward
-from jaxmlp.run import first_nonfinite, prepare_out_dir, save_run
+from jaxmlp.run import OutputFolder, first_nonfinite, save_run
 from jaxmlp.step import TrainConfig, _epoch, eval_params, init_state, with_cosine_horizon
 
-SWEEP_FILES = ("results.csv", "summary.json", "heatmap.png", "curves.png", "best_checkpoint.npz")
 SWEEPABLE = (
     "learning_rate",
     "l2",
@@ -201,12 +199,25 @@ def stack_members(members, tc: TrainConfig, wide_tc: TrainConfig):
 # The compiled programs
 
 
-def member_bytes(wide_tc: TrainConfig, hyper: Hyper) -> int:
-    """Memory one member of a sweep needs on the device, estimated: its state, its gradients and the
-    step's temporaries (three states, from ``jax.eval_shape``) and its activations (six floats per unit
-    per example of a batch). The data is shared by all members and not counted here."""
-    activations = 6 * 4 * wide_tc.batch_size * sum(wide_tc.model.sizes)
-    return 3 * memory.state_bytes(wide_tc, hyper.as_arrays()) + activations
+def member_bytes(tc: TrainConfig, wide_tc: TrainConfig, members, shared_order: bool, n_train: int) -> tuple:
+    """(bytes each member adds, bytes shared by all) of the sweep's compiled epoch on this backend, by
+    XLA's buffer assignment of the programs for one and for two members, compiled from shapes alone
+    (nothing is allocated). Where the backend reports no memory analysis: an estimate of three states
+    per member (state, gradients, the step's temporaries) and the training data shared."""
+    steps = n_train // tc.batch_size
+
+    def program(k):
+        ts, masks, hyper = jax.eval_shape(lambda: stack_members(members[:1] * k, tc, wide_tc))
+        x = jax.ShapeDtypeStruct((n_train, wide_tc.model.sizes[0]), jnp.float32)
+        y = jax.ShapeDtypeStruct((n_train,), jnp.int32)
+        idx = jax.ShapeDtypeStruct((steps, tc.batch_size), jnp.int32)
+        return memory.program_bytes(make_epoch(wide_tc, shared_order).lower(ts, hyper, x, y, idx, masks).compile())
+
+    one, two = program(1), program(2)
+    if one is None or two is None:
+        per = 3 * memory.state_bytes(wide_tc, members[0].hyper.as_arrays())
+        return per, n_train * (wide_tc.model.sizes[0] + 1) * 4
+    return two - one, max(one - (two - one), 0)
 
 
 def make_epoch(wide_tc: TrainConfig, shared_order: bool, donate: bool = True):
@@ -276,15 +287,18 @@ def run_sweep(
     ``out_dir`` is checked before training: a folder holding a sweep is refused unless ``overwrite``."""
     if not members:
         raise ValueError("a sweep needs at least one member")
-    created = prepare_out_dir(Path(out_dir), SWEEP_FILES, resume=False, overwrite=overwrite) if out_dir else None
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk size must be ≥ 1, got {chunk_size}")
+    folder = OutputFolder.claim(out_dir, resume=False, overwrite=overwrite) if out_dir is not None else None
     try:
         result, best = _sweep(ds, tc, members, chunk_size, shared_order, data_seed, n_devices, axes, log)
     except BaseException:
-        if created is not None and not any(p.is_file() for p in created.rglob("*")):
-            shutil.rmtree(created)  # a sweep that fails before writing anything leaves no folder behind
+        if folder is not None:
+            folder.abandon()  # a sweep that fails before writing anything leaves no folder behind
         raise
-    if out_dir is not None:
-        write_outputs(Path(out_dir), result, ds, tc, best)
+    if folder is not None:
+        folder.start()  # --overwrite: the earlier run's files go now, just before the new ones are written
+        write_outputs(folder.path, result, ds, tc, best)
     return result
 
 
@@ -300,10 +314,10 @@ def _sweep(ds, tc, members, chunk_size, shared_order, data_seed, n_devices, axes
     sharding, replicated = parallel.member_shardings(n_devices)
     n_dev = 1 if sharding is None else sharding.mesh.size
     have = memory.available_bytes()
-    per_member = member_bytes(wide_tc, members[0].hyper)
-    data_bytes = sum(a.nbytes for a in (ds.x_train, ds.y_train, ds.x_dev, ds.y_dev, ds.x_test, ds.y_test))
-    if chunk_size is None:
-        chunk = memory.members_that_fit(per_member * n_dev, data_bytes, have, math.ceil(k / n_dev)) * n_dev
+    per_member, shared = member_bytes(tc, wide_tc, members, shared_order, n_train)
+    shared += sum(a.nbytes for a in (ds.x_dev, ds.y_dev, ds.x_test, ds.y_test))
+    if chunk_size is None:  # per device: its share of the members, and the replicated data
+        chunk = memory.members_that_fit(per_member, shared, have, math.ceil(k / n_dev)) * n_dev
         if chunk < k:
             log(
                 f"memory: {chunk} of {k} members fit at a time ({memory.gigabytes(per_member)} each, "
@@ -312,7 +326,7 @@ def _sweep(ds, tc, members, chunk_size, shared_order, data_seed, n_devices, axes
     else:
         chunk = int(math.ceil(chunk_size / n_dev) * n_dev)  # the member axis must split evenly over devices
         memory.check(
-            per_member * chunk // n_dev + data_bytes, have, f"a chunk of {chunk} members", "use a smaller --chunk-size"
+            per_member * (chunk // n_dev) + shared, have, f"a chunk of {chunk} members", "use a smaller --chunk-size"
         )
     x_train, y_train = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
     x_dev, y_dev = jnp.asarray(ds.x_dev), jnp.asarray(ds.y_dev)
@@ -342,8 +356,8 @@ def _sweep(ds, tc, members, chunk_size, shared_order, data_seed, n_devices, axes
             memory.check(
                 memory.program_bytes(epoch_fn) or 0,
                 have,
-                f"the compiled epoch of {chunk} members",
-                "use a smaller --chunk-size or narrower --hidden layers",
+                f"the compiled epoch of {chunk} members at a time",
+                "give a smaller --chunk-size, or use narrower --hidden layers",
             )
         first_bad = np.full(len(padded_part), -1)
         for e in range(tc.epochs):

@@ -219,6 +219,14 @@ MISTAKES = [  # (what the user gets wrong, the arguments, the exit code, what th
     ("a width that is not a number", ["--hidden", "512,abc"], 2, "--hidden takes comma-separated widths"),
     ("an unknown option", ["--learning_rate", "1"], 2, "unrecognized arguments: --learning_rate"),
     ("an EMA decay out of range", ["--ema", "1.5"], 2, r"ema decay must lie in \[0, 1\)"),
+    ("a decay period of 0", ["--schedule", "step", "--decay-steps", "0"], 2, "decay steps must be a finite number > 0"),
+    ("an init scale that is not a number", ["--init-scale", "nan"], 2, "init scale must be a finite number ≥ 0"),
+    (
+        "an option of another command",
+        ["--chunk-size", "3"],
+        2,
+        r"unrecognized arguments: --chunk-size 3 \(`jaxmlp train --help` lists the options\)",
+    ),
     (
         "a learning rate that diverges",
         ["--optimizer", "sgd", "--learning-rate", "1e30"],
@@ -267,6 +275,41 @@ def test_output_folder_mistakes(idx_dir, finished_run, tmp_path, capsys):
         ),
         (["evaluate", str(a_file)], f"no checkpoint.npz .* in {tmp_path}"),
         (["evaluate", str(tmp_path / "x.npz")], "no such checkpoint file"),
+        (
+            [
+                "sweep",
+                "--data-dir",
+                str(idx_dir),
+                "--dataset",
+                "mnist",
+                "--dev-size",
+                "100",
+                "--chunk-size",
+                "0",
+                "--out",
+                str(tmp_path / "s"),
+            ],
+            "chunk size must be ≥ 1, got 0",
+        ),
+        (
+            [
+                "sweep",
+                "--data-dir",
+                str(idx_dir),
+                "--dataset",
+                "mnist",
+                "--dev-size",
+                "100",
+                "--dev-size",
+                "100",
+                "--random",
+                "0",
+                "--out",
+                str(tmp_path / "s"),
+            ],
+            "--random takes a number of points ≥ 1, got 0",
+        ),
+        (["gradcheck", "--batch-size", "0"], "--batch-size and --fd-samples must be ≥ 1, got 0 and 64"),
     ]:
         import re
 
@@ -375,3 +418,22 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"jaxmlp {jaxmlp.__version__}"
+
+
+def test_gradcheck_at_a_trained_models_parameters(idx_dir, tmp_path, capsys, x64):
+    """gradcheck --checkpoint: the hand-derived gradients of a trained batch-norm network (γ ≠ 1,
+    β ≠ 0, running statistics moved) on real training examples equal jax.grad and finite differences."""
+    out = tmp_path / "bn"
+    assert main(small_train(idx_dir, out, "--batchnorm", "--epochs", "3", "--ema", "0", "--dropout", "0.2")) == 0
+    capsys.readouterr()
+    assert main(["gradcheck", "--checkpoint", str(out), "--data-dir", str(idx_dir), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and report["max_rel_error_vs_autodiff"] <= 1e-10
+    assert report["max_rel_diff_vs_finite_differences"] < 1e-7 and report["finite_differences"] == "checked"
+    assert str(out) in report["at"] and [a["name"] for a in report["arrays"]][:3] == [
+        "layer0.W",
+        "layer0.beta",
+        "layer0.gamma",
+    ]
+    assert main(["gradcheck", "--checkpoint", str(out), "--data-dir", str(idx_dir), "--float32"]) == 0
+    assert "finite differences skipped (float32 cannot resolve them" in capsys.readouterr().out

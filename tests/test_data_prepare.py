@@ -89,3 +89,20 @@ def test_subset_keeps_the_normalizer(tmp_path):
     small = data.subset(ds, 5, 2, 3)
     assert small.x_train.shape[0] == 5 and small.x_dev.shape[0] == 2 and small.x_test.shape[0] == 3
     assert small.normalizer == ds.normalizer
+
+
+def test_prepare_fits_the_normalizer_on_the_training_split_alone():
+    """The training split comes out with mean 0 and std 1 to float32 precision (1e-6), and the dev
+    split is far from it: made with a dev set much brighter than the training set, a normalizer fitted
+    on train + dev would be off by ≈ 0.3 in the training mean."""
+    rng = np.random.default_rng(0)
+    n, dev = 200, 50
+    images = rng.integers(0, 100, (n, 4, 4)).astype(np.uint8)
+    labels = (np.arange(n) % 10).astype(np.int32)
+    # the seeded split decides which examples become dev: make exactly those bright
+    _, _, dev_images, _ = data.split_train_dev(np.arange(n)[:, None, None], labels, dev, 0)
+    images[dev_images.ravel()] += 150
+    ds = data.prepare("toy", images, labels, images[:10], labels[:10], dev_size=dev, seed=0)
+    x = ds.x_train.astype(np.float64)
+    assert abs(x.mean()) < 1e-6 and abs(x.std() - 1) < 1e-6
+    assert ds.x_dev.mean() > 1.0  # the bright dev split is not standardized with its own statistics

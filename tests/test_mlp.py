@@ -83,6 +83,42 @@ def test_backward_equals_jax_grad_float32(combo):
     assert per_array_max(manual, auto) <= 1e-4
 
 
+def perturbed(params, scale=0.3):
+    """The parameters moved away from their initialization: γ ≠ 1, β ≠ 0, b ≠ 0, W changed."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(42), len(leaves))
+    return treedef.unflatten([a + scale * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys)])
+
+
+@pytest.mark.parametrize("combo", matrix_params(slow_unless_depth=2))
+def test_backward_equals_jax_grad_at_trained_like_parameters(x64, combo):
+    """The matrix again away from the initialization, where γ = 1 and β = b = 0 would hide a term
+    (batch norm's backward without γ passes every test at initialization)."""
+    config, params, state, batch, hyper = setup(*combo, jnp.float64)
+    params = perturbed(params)
+    assert not np.allclose(params[0].get("gamma", 0.0), 1.0)
+    manual, auto = _jitted(params, state, batch, hyper, jax.random.PRNGKey(5), config=config)
+    assert per_array_max(manual, auto) <= 1e-10
+
+
+@pytest.mark.parametrize("sizes", [(24, 6, 3), (40, 10, 2), (48, 12, 3, 1)])
+def test_backward_equals_jax_grad_where_weight_gradients_take_the_transposed_form(x64, sizes):
+    """Layers that narrow by ≥ 4× compute dW as (dyᵀx)ᵀ (linear.weight_grad); the network's gradients
+    there equal jax.grad (1e-10) and finite differences (1e-7), at perturbed parameters with batch norm."""
+    config = mlp.MLPConfig(sizes=sizes, activation="tanh", batchnorm=True)
+    assert any(4 * d_out <= d_in for d_in, d_out in zip(sizes[:-1], sizes[1:]))
+    params, state = mlp.init(jax.random.PRNGKey(0), config, dtype=jnp.float64)
+    report = check_gradients(
+        config,
+        Hyper(dropout_rate=0.2, l2=1e-3),
+        key=jax.random.PRNGKey(1),
+        params=perturbed(params),
+        state=state,
+        batch_size=8,
+    )
+    assert report.ok, report.to_dict()
+
+
 FD_MATRIX = list(itertools.product(["sigmoid", "tanh", "relu"], [0.0, 0.3], [False, True], [1e-3], [2]))
 
 
@@ -194,7 +230,7 @@ def test_input_dropout_gradients(x64, bn):
     _, _, caches = mlp.forward_with_caches(
         params, state, x, config=config, hyper=Hyper(input_dropout_rate=0.4), train=True, key=jax.random.PRNGKey(1)
     )
-    seen = np.asarray(caches[0][0])  # the first linear layer's input
+    seen = np.asarray(caches.hidden[0][0])  # the first linear layer's input
     assert (seen == 0).mean() == pytest.approx(0.4, abs=0.03)
     np.testing.assert_allclose(seen[seen > 0], 1 / 0.6, rtol=1e-6)
 
@@ -254,3 +290,70 @@ def test_forward_with_caches_and_backward_compose_to_loss_and_grads(x64):
     grads = mlp.backward(params, caches, losses.cross_entropy_backward(ce_cache), config=config)
     _, reference, _, _ = mlp.loss_and_grads(params, state, (x, y), hyper, key, config=config)
     assert tree_rel_diff(grads, reference) == 0.0
+
+
+def user_loss(forward_fn, config, hyper, train, key):
+    """A function of the logits that is not cross-entropy, of params, state and the input."""
+
+    def f(params, state, x):
+        logits, _ = forward_fn(params, state, x, config=config, hyper=hyper, train=train, key=key)
+        return jnp.sum(jnp.tanh(logits) ** 2) + jnp.sum(logits[:, 0] * x[:, 0])
+
+    return f
+
+
+@pytest.mark.parametrize("transform", ["plain", "jit", "vmap", "scan"])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_jax_grad_through_forward_equals_the_referee(x64, train, transform):
+    """jax.grad through jm.forward runs the hand-derived rules (custom_vjp) and equals plain autodiff of
+    the same forward (autodiff_forward) to 1e-10 in float64 — for parameters, the input and, in
+    evaluation mode, the running statistics — with input dropout, dropout and batch norm (γ ≠ 1,
+    β ≠ 0, running statistics ≠ their initial values)."""
+    config = mlp.MLPConfig(sizes=(6, 5, 4, 3), activation="tanh", batchnorm=True, init="xavier")
+    params, state = mlp.init(jax.random.PRNGKey(0), config, dtype=jnp.float64)
+    params = jax.tree_util.tree_map(lambda a: a + 0.1 * jax.random.normal(jax.random.PRNGKey(3), a.shape), params)
+    state = jax.tree_util.tree_map(lambda a: a + 0.3, state)
+    xs = jax.random.normal(jax.random.PRNGKey(1), (3, 8, 6), jnp.float64)  # three batches
+    hyper = Hyper(dropout_rate=0.3, input_dropout_rate=0.2).as_arrays(jnp.float64)
+    key = jax.random.PRNGKey(2)
+
+    def gradients(forward_fn):
+        grad = jax.grad(user_loss(forward_fn, config, hyper, train, key), argnums=(0, 1, 2))
+        if transform == "plain":
+            return grad(params, state, xs[0])
+        if transform == "jit":
+            return jax.jit(grad)(params, state, xs[0])
+        if transform == "vmap":  # per-batch gradients
+            return jax.vmap(grad, in_axes=(None, None, 0))(params, state, xs)
+
+        def body(total, x):  # summed over batches inside a scan
+            g = grad(params, state, x)
+            return jax.tree_util.tree_map(jnp.add, total, g), None
+
+        zero = jax.tree_util.tree_map(jnp.zeros_like, (params, state, xs[0]))
+        return jax.lax.scan(body, zero, xs)[0]
+
+    mine, referee = gradients(mlp.forward), gradients(mlp.autodiff_forward)
+    assert tree_rel_diff(mine, referee) <= 1e-10
+    dx = np.asarray(mine[2])
+    assert np.abs(dx).max() > 0  # the first layer's input gradient exists
+    if not train:
+        assert np.abs(np.asarray(mine[1][0]["mean"])).max() > 0  # the running statistics' too
+
+
+def test_jax_grad_through_forward_runs_the_hand_written_backward(x64, monkeypatch):
+    calls = []
+    real = mlp._backward
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("need_dx"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mlp, "_backward", spy)
+    config = mlp.MLPConfig(sizes=(4, 5, 3))
+    params, state = mlp.init(jax.random.PRNGKey(0), config, dtype=jnp.float64)
+    x = jnp.ones((2, 4))
+    jax.grad(user_loss(mlp.forward, config, None, False, None), argnums=2)(params, state, x)
+    assert calls == [True]
+    jax.grad(user_loss(mlp.autodiff_forward, config, None, False, None), argnums=2)(params, state, x)
+    assert calls == [True]  # the referee does not

@@ -82,6 +82,15 @@ def batchnorm_bwd(cache, dy):
     return grads, dx
 
 
+def batchnorm_eval_op(params, state, x):  # running statistics: differentiable constants of the batch
+    return batchnorm.forward_eval_with_cache(params, state, x)
+
+
+def batchnorm_eval_bwd(cache, dy):
+    dx, grads, state_grads = batchnorm.backward_eval(cache, dy)
+    return grads, state_grads, dx
+
+
 def cross_entropy_op(z, labels):  # integer labels: no cotangent
     return losses.cross_entropy_forward(z, labels)
 
@@ -146,6 +155,16 @@ def test_dropout_backward_and_statistics(jit):
 def test_batchnorm_backward(jit):
     params = {"gamma": rand(8, (5,)), "beta": rand(9, (5,))}
     assert_vjp(*jitted(batchnorm_op, batchnorm_bwd, jit), params, rand(10, (7, 5)) * 2 + 1)
+
+
+@pytest.mark.parametrize("jit", MODES)
+def test_batchnorm_eval_backward_and_the_same_values_as_forward_eval(jit):
+    params = {"gamma": rand(8, (5,)), "beta": rand(9, (5,))}
+    state = {"mean": rand(18, (5,)), "var": jnp.abs(rand(19, (5,))) + 0.5}
+    x = rand(10, (7, 5)) * 2 + 1
+    assert_vjp(*jitted(batchnorm_eval_op, batchnorm_eval_bwd, jit), params, state, x)
+    y, _ = batchnorm.forward_eval_with_cache(params, state, x)
+    np.testing.assert_array_equal(y, batchnorm.forward_eval(params, state, x))  # the same expression
 
 
 @pytest.mark.parametrize("jit", MODES)

@@ -258,3 +258,15 @@ def test_schedule_is_jittable_with_traced_parameters():
 def test_validate_rejects_bad_hyperparameters(bad, message):
     with pytest.raises(ValueError, match=message):
         validate(Hyper(**bad))
+
+
+def test_rmsprop_puts_eps_outside_the_square_root(x64):
+    """RMSprop's ε is added to √s (as PyTorch), not inside the root as optax's √(s + ε): with ε large
+    against √s the two differ by orders of magnitude, and ours matches the first (1e-12, float64)."""
+    g = {"w": jnp.array([1e-3, -2e-3])}
+    h = Hyper(learning_rate=0.1, rho=0.9, eps=1e-2).as_arrays(jnp.float64)
+    opt = optim.get("rmsprop")
+    updates, _ = opt.update(g, opt.init(g), g, h)
+    s = 0.1 * np.array([1e-6, 4e-6])  # (1 − ρ) g²
+    np.testing.assert_allclose(updates["w"], -0.1 * np.array([1e-3, -2e-3]) / (np.sqrt(s) + 1e-2), rtol=1e-12)
+    assert not np.allclose(updates["w"], -0.1 * np.array([1e-3, -2e-3]) / np.sqrt(s + 1e-2), rtol=1e-2)

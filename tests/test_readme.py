@@ -3,6 +3,7 @@
 import re
 
 import jax
+import numpy as np
 import pytest
 
 import jaxmlp
@@ -32,7 +33,8 @@ def test_readme_python_blocks_run_in_order(tmp_path, monkeypatch):
             exec(compile(block, f"README.md python block {i + 1}", "exec"), namespace)
     finally:
         jax.config.update("jax_enable_x64", x64)
-    assert namespace["logits"].shape == (128, 10)
+    assert namespace["logits"].shape == (128, 10) and namespace["saliency"].shape == (128, 784)
+    np.testing.assert_allclose(namespace["per_example"][:, 0], namespace["saliency"], rtol=1e-4, atol=1e-6)
     assert 0 < namespace["accuracy"] <= 1 and namespace["report"].ok
     assert (tmp_path / "runs" / "py" / "summary.json").is_file()
     assert (tmp_path / "runs" / "sweep-py" / "results.csv").is_file()

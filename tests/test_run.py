@@ -268,3 +268,81 @@ def test_a_run_that_cannot_fit_in_memory_is_refused_before_allocating(tiny, tmp_
     with pytest.raises(ValueError, match=r"the compiled training epoch needs 7\.5 GiB but cpu memory has 8\.0 GiB"):
         run.fit(tiny, small_tc(), Hyper(), out_dir=tmp_path / "y" / "z", progress=False, log=lambda s: None)
     assert not (tmp_path / "y").exists()
+
+
+def test_a_run_stopped_in_its_first_epoch_leaves_nothing_and_an_old_run_intact(tiny, tmp_path):
+    """Interrupted before its first checkpoint, a run writes nothing (not resumable, so no files that
+    only --overwrite could clear), removes the folder it made, and — run with overwrite over an
+    earlier run — leaves that earlier run as it was. The user's own files, *.tmp included, stay."""
+
+    def stop_in_epoch_one(line):
+        if line.startswith("epoch   1"):  # logged before the epoch's checkpoint is written
+            raise KeyboardInterrupt
+
+    fresh = tmp_path / "new" / "run"
+    with pytest.raises(run.RunInterrupted) as e:
+        run.fit(tiny, small_tc(epochs=3), Hyper(), out_dir=fresh, progress=False, log=stop_in_epoch_one)
+    assert not e.value.resumable and e.value.epochs_done == 0 and not (tmp_path / "new").exists()
+    old = tmp_path / "old"
+    run.fit(tiny, small_tc(epochs=1), Hyper(), out_dir=old, progress=False, log=lambda s: None)
+    (old / "notes.tmp").write_text("mine")
+    before = {f.name: f.read_bytes() for f in old.iterdir()}
+    with pytest.raises(run.RunInterrupted):
+        run.fit(tiny, small_tc(epochs=3), Hyper(), out_dir=old, overwrite=True, progress=False, log=stop_in_epoch_one)
+    assert {f.name: f.read_bytes() for f in old.iterdir()} == before
+
+
+def test_resume_refuses_other_data_fewer_epochs_and_does_not_restart_an_early_stop(tiny, tmp_path):
+    run.fit(
+        tiny,
+        small_tc(epochs=40, patience=1),
+        Hyper(learning_rate=3e-3),
+        out_dir=tmp_path,
+        progress=False,
+        log=lambda s: None,
+    )
+    meta, _ = checkpoint.load(tmp_path / "checkpoint.npz")
+    assert meta["epoch"] < 40  # it stopped early
+    other_dev = tiny._replace(x_dev=tiny.x_dev[:100], y_dev=tiny.y_dev[:100])
+    with pytest.raises(checkpoint.CheckpointError, match=r"--dev-size 200 \(checkpoint\) vs 100 \(now\)"):
+        run.fit(
+            other_dev,
+            small_tc(epochs=40, patience=1),
+            Hyper(learning_rate=3e-3),
+            out_dir=tmp_path,
+            resume=True,
+            progress=False,
+            log=lambda s: None,
+        )
+    with pytest.raises(checkpoint.CheckpointError, match=r"--dataset mnist \(checkpoint\) vs fashion-mnist \(now\)"):
+        run.fit(
+            tiny._replace(name="fashion-mnist"),
+            small_tc(epochs=40, patience=1),
+            Hyper(learning_rate=3e-3),
+            out_dir=tmp_path,
+            resume=True,
+            progress=False,
+            log=lambda s: None,
+        )
+    with pytest.raises(ValueError, match=rf"already holds {meta['epoch']} epochs; resuming with 1 would not"):
+        run.fit(
+            tiny,
+            small_tc(epochs=1, patience=1),
+            Hyper(learning_rate=3e-3),
+            out_dir=tmp_path,
+            resume=True,
+            progress=False,
+            log=lambda s: None,
+        )
+    lines = []
+    again = run.fit(
+        tiny,
+        small_tc(epochs=40, patience=1),
+        Hyper(learning_rate=3e-3),
+        out_dir=tmp_path,
+        resume=True,
+        progress=False,
+        log=lines.append,
+    )
+    assert "the run stopped early" in lines[0] and len(again.history) == meta["epoch"]
+    assert checkpoint.load(tmp_path / "checkpoint.npz")[0]["epoch"] == meta["epoch"]  # not trained further

@@ -245,9 +245,11 @@ def test_without_a_chunk_size_the_sweep_runs_as_many_members_as_fit(tiny, monkey
 
     tc = tc_for(hidden=(16,), batchnorm=False, activation="tanh", epochs=1)
     members = sweep.grid(Hyper(), {"learning_rate": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]})
-    per_member = sweep.member_bytes(sweep.padded_config(tc, members), members[0].hyper)
-    data = sum(a.nbytes for a in (tiny.x_train, tiny.y_train, tiny.x_dev, tiny.y_dev, tiny.x_test, tiny.y_test))
-    monkeypatch.setattr(memory, "available_bytes", lambda device=None: int((2.5 * per_member + data) / 0.9))
+    wide = sweep.padded_config(tc, members)
+    per_member, shared = sweep.member_bytes(tc, wide, members, True, tiny.x_train.shape[0])
+    assert per_member > 0 and shared > tiny.x_train.nbytes  # XLA's count: the data is shared by all
+    shared += sum(a.nbytes for a in (tiny.x_dev, tiny.y_dev, tiny.x_test, tiny.y_test))
+    monkeypatch.setattr(memory, "available_bytes", lambda device=None: int((2.5 * per_member + shared) / 0.9))
     lines = []
     res = sweep.run_sweep(tiny, tc, members, log=lines.append)
     assert res.summary["chunk_size"] == 2 and lines[0].startswith("memory: 2 of 5 members fit at a time")
@@ -267,3 +269,28 @@ def test_accuracies_are_exact_fractions_and_a_folder_with_a_sweep_is_kept(tiny, 
     with pytest.raises(ValueError, match="already holds a run .*; pass --overwrite to replace it"):
         sweep.run_sweep(tiny, tc, members, axes=["learning_rate"], out_dir=tmp_path, log=lambda s: None)
     sweep.run_sweep(tiny, tc, members, axes=["learning_rate"], out_dir=tmp_path, overwrite=True, log=lambda s: None)
+
+
+def test_the_width_masked_backward_equals_jax_grad(x64):
+    """The sweep's masked network (padded units multiplied by 0 after the activation): its hand-written
+    gradients equal jax.grad of the same masked cost, float64, 1e-10 — sigmoid and batch norm, where a
+    padded unit outputs 0.5 before the mask, at parameters away from their initialization."""
+    from jaxmlp import mlp
+
+    from helpers import tree_rel_diff
+
+    config = MLPConfig(sizes=(6, 8, 5, 3), activation="sigmoid", batchnorm=True)
+    params, state = mlp.init(jax.random.PRNGKey(0), config, dtype=jnp.float64)
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    params = treedef.unflatten(
+        [a + 0.3 * jax.random.normal(jax.random.PRNGKey(i), a.shape, a.dtype) for i, a in enumerate(leaves)]
+    )
+    masks = (jnp.arange(8) < 5).astype(jnp.float64), (jnp.arange(5) < 3).astype(jnp.float64)
+    batch = (jax.random.normal(jax.random.PRNGKey(9), (10, 6), jnp.float64), jnp.arange(10) % 3)
+    hyper = Hyper(dropout_rate=0.2, l2=1e-3).as_arrays(jnp.float64)
+    key = jax.random.PRNGKey(3)
+    _, manual, _, _ = jax.jit(mlp._loss_and_grads, static_argnums=5)(params, state, batch, hyper, key, config, masks)
+    auto = jax.grad(mlp._cost)(params, state, batch, hyper, key, config, masks)
+    assert tree_rel_diff(manual, auto) <= 1e-10
+    # the padded units' outgoing weights get no data gradient, only the L2 term (λ/m) W
+    np.testing.assert_allclose(manual[1]["W"][5:], 1e-3 / 10 * params[1]["W"][5:], rtol=1e-12)
