@@ -90,7 +90,12 @@ def perturbed(params, scale=0.3):
     return treedef.unflatten([a + scale * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys)])
 
 
-@pytest.mark.parametrize("combo", matrix_params(slow_unless_depth=2))
+def trained_like_params():
+    """The matrix at depth 2 with batch norm in `make test` (where γ and β matter); the rest slow."""
+    return [pytest.param(c, id=ids(c), marks=[] if c[-1] == 2 and c[2] else [pytest.mark.slow]) for c in MATRIX]
+
+
+@pytest.mark.parametrize("combo", trained_like_params())
 def test_backward_equals_jax_grad_at_trained_like_parameters(x64, combo):
     """The matrix again away from the initialization, where γ = 1 and β = b = 0 would hide a term
     (batch norm's backward without γ passes every test at initialization)."""
@@ -101,7 +106,14 @@ def test_backward_equals_jax_grad_at_trained_like_parameters(x64, combo):
     assert per_array_max(manual, auto) <= 1e-10
 
 
-@pytest.mark.parametrize("sizes", [(24, 6, 3), (40, 10, 2), (48, 12, 3, 1)])
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        (24, 6, 3),
+        pytest.param((40, 10, 2), marks=pytest.mark.slow),
+        pytest.param((48, 12, 3, 1), marks=pytest.mark.slow),
+    ],
+)
 def test_backward_equals_jax_grad_where_weight_gradients_take_the_transposed_form(x64, sizes):
     """Layers that narrow by ≥ 4× compute dW as (dyᵀx)ᵀ (linear.weight_grad); the network's gradients
     there equal jax.grad (1e-10) and finite differences (1e-7), at perturbed parameters with batch norm."""
@@ -302,8 +314,21 @@ def user_loss(forward_fn, config, hyper, train, key):
     return f
 
 
-@pytest.mark.parametrize("transform", ["plain", "jit", "vmap", "scan"])
-@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+REFEREE_CASES = [  # every transform and both modes in `make test`; the other four pairs slow
+    pytest.param(
+        train,
+        transform,
+        id=f"{'train' if train else 'eval'}-{transform}",
+        marks=[]
+        if (train, transform) in {(True, "jit"), (False, "plain"), (True, "vmap"), (False, "scan")}
+        else [pytest.mark.slow],
+    )
+    for train in (True, False)
+    for transform in ("plain", "jit", "vmap", "scan")
+]
+
+
+@pytest.mark.parametrize("train, transform", REFEREE_CASES)
 def test_jax_grad_through_forward_equals_the_referee(x64, train, transform):
     """jax.grad through jm.forward runs the hand-derived rules (custom_vjp) and equals plain autodiff of
     the same forward (autodiff_forward) to 1e-10 in float64 — for parameters, the input and, in
