@@ -20,6 +20,7 @@ room left under the process's cgroup memory limit where that is less.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -67,10 +68,10 @@ def _cgroup_room() -> int | None:
         ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
     ):
         try:
-            limit = open(limit_file).read().strip()
+            limit = Path(limit_file).read_text().strip()
             if limit == "max" or int(limit) >= 2**60:
                 return None
-            return int(limit) - int(open(usage_file).read().strip())
+            return int(limit) - int(Path(usage_file).read_text().strip())
         except (OSError, ValueError):
             continue
     return None
