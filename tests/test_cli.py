@@ -370,24 +370,7 @@ def test_evaluate_takes_the_run_folder_or_its_summary(finished_run, idx_dir, cap
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupted_run_keeps_its_record_and_says_how_to_resume(idx_dir, tmp_path, sig, code):
     out = tmp_path / "run"
-    args = [
-        "train",
-        "--dataset",
-        "mnist",
-        "--data-dir",
-        str(idx_dir),
-        "--dev-size",
-        "100",
-        "--hidden",
-        "32",
-        "--batch-size",
-        "10",
-        "--epochs",
-        "400",
-        "--no-progress",
-        "--out",
-        str(out),
-    ]
+    args = small_train(idx_dir, out, "--batch-size", "10", "--epochs", "400")
     p = subprocess.Popen(
         [sys.executable, "-m", "jaxmlp.cli", *args],
         stdout=subprocess.PIPE,

@@ -293,56 +293,27 @@ def test_a_run_stopped_in_its_first_epoch_leaves_nothing_and_an_old_run_intact(t
 
 
 def test_resume_refuses_other_data_fewer_epochs_and_does_not_restart_an_early_stop(tiny, tmp_path):
-    run.fit(
-        tiny,
-        small_tc(epochs=40, patience=1),
-        Hyper(learning_rate=3e-3),
-        out_dir=tmp_path,
-        progress=False,
-        log=lambda s: None,
-    )
+    def fit(ds=tiny, epochs=40, resume=True, log=lambda s: None):
+        return run.fit(
+            ds,
+            small_tc(epochs=epochs, patience=1),
+            Hyper(learning_rate=3e-3),
+            out_dir=tmp_path,
+            resume=resume,
+            progress=False,
+            log=log,
+        )
+
+    fit(resume=False)
     meta, _ = checkpoint.load(tmp_path / "checkpoint.npz")
     assert meta["epoch"] < 40  # it stopped early
-    other_dev = tiny._replace(x_dev=tiny.x_dev[:100], y_dev=tiny.y_dev[:100])
     with pytest.raises(checkpoint.CheckpointError, match=r"--dev-size 200 \(checkpoint\) vs 100 \(now\)"):
-        run.fit(
-            other_dev,
-            small_tc(epochs=40, patience=1),
-            Hyper(learning_rate=3e-3),
-            out_dir=tmp_path,
-            resume=True,
-            progress=False,
-            log=lambda s: None,
-        )
+        fit(tiny._replace(x_dev=tiny.x_dev[:100], y_dev=tiny.y_dev[:100]))
     with pytest.raises(checkpoint.CheckpointError, match=r"--dataset mnist \(checkpoint\) vs fashion-mnist \(now\)"):
-        run.fit(
-            tiny._replace(name="fashion-mnist"),
-            small_tc(epochs=40, patience=1),
-            Hyper(learning_rate=3e-3),
-            out_dir=tmp_path,
-            resume=True,
-            progress=False,
-            log=lambda s: None,
-        )
+        fit(tiny._replace(name="fashion-mnist"))
     with pytest.raises(ValueError, match=rf"already holds {meta['epoch']} epochs; resuming with 1 would not"):
-        run.fit(
-            tiny,
-            small_tc(epochs=1, patience=1),
-            Hyper(learning_rate=3e-3),
-            out_dir=tmp_path,
-            resume=True,
-            progress=False,
-            log=lambda s: None,
-        )
+        fit(epochs=1)
     lines = []
-    again = run.fit(
-        tiny,
-        small_tc(epochs=40, patience=1),
-        Hyper(learning_rate=3e-3),
-        out_dir=tmp_path,
-        resume=True,
-        progress=False,
-        log=lines.append,
-    )
+    again = fit(log=lines.append)
     assert "the run stopped early" in lines[0] and len(again.history) == meta["epoch"]
     assert checkpoint.load(tmp_path / "checkpoint.npz")[0]["epoch"] == meta["epoch"]  # not trained further
