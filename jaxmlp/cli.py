@@ -238,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
         "axes: each takes one value, a list 0,1e-4,1e-3, or a range 1e-4:1e-1:log:8 (log-spaced) / 0:0.5:lin:6"
     )
     a.add_argument(
-        "--hidden", default="100", help="hidden widths; alternatives separated by '/', e.g. 64/128/256 or 64,64/128,128"
+        "--hidden",
+        default="100",
+        help="hidden widths; alternatives separated by '/', e.g. 64/128/256 or 64,64/128,128 (default 100)",
     )
     for name, default in SWEEP_AXES.items():
         field = SWEEP_FIELDS.get(name, name)
@@ -354,7 +356,9 @@ def _resume_options(args, given: set) -> None:
 
 def cmd_train(args, given=frozenset()) -> int:
     import jaxmlp as jm
+    from jaxmlp.run import OutputFolder
 
+    OutputFolder.check_free(args.out, resume=args.resume, overwrite=args.overwrite)  # before loading data
     if args.resume:
         _resume_options(args, given)
     hyper = _hyper(args)
@@ -565,10 +569,16 @@ def cmd_gradcheck(args) -> int:
     return 0 if report.ok else EXIT_GRADCHECK
 
 
+def _program() -> str:
+    """How the user started this command: its path when it was a ``jaxmlp`` script (``.venv/bin/jaxmlp``
+    is not on everyone's PATH), else ``jaxmlp``."""
+    return sys.argv[0] if Path(sys.argv[0]).name == "jaxmlp" else "jaxmlp"
+
+
 def _resume_command(argv) -> str:
     """The command that continues an interrupted ``jaxmlp train …``: the same options plus --resume."""
     args = [a for a in argv if a != "--overwrite"]
-    return "jaxmlp " + shlex.join(args if "--resume" in args else [*args, "--resume"])
+    return shlex.join([_program(), *(args if "--resume" in args else [*args, "--resume"])])
 
 
 def _out_of_memory(e: Exception) -> bool:
@@ -622,7 +632,7 @@ def _run(args, argv) -> int:
                 file=sys.stderr,
             )
         else:
-            again = "jaxmlp " + shlex.join([a for a in argv if a != "--resume"])
+            again = shlex.join([_program(), *(a for a in argv if a != "--resume")])
             print(
                 f"jaxmlp: {e.signal_name}: stopped before the first epoch finished; nothing of this run was "
                 f"written; start it again with: {again}",

@@ -153,9 +153,8 @@ class OutputFolder:
         file, and holds no earlier run's files (``OUTPUT_FILES``) — or ``resume`` (continue it) or
         ``overwrite`` (replace them). Removes the temp files of jaxmlp's own writes killed half-way."""
         out = Path(out)
+        found = cls.check_free(out, resume=resume, overwrite=overwrite)
         created = next((q for q in reversed([out, *out.parents]) if not q.exists()), None)
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"output folder {out} is a file; choose another --out")
         probe = out / ".jaxmlp-write-test"
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -164,6 +163,19 @@ class OutputFolder:
             probe.unlink()
         except OSError as e:
             raise ValueError(f"cannot write to output folder {out} ({e.strerror or e}); choose another --out") from None
+        for name in OUTPUT_FILES:  # only jaxmlp's own temp files: <output file>.<random>.tmp
+            for stale in out.glob(f"{name}.*.tmp"):
+                stale.unlink()
+        return cls(out, created, [] if resume else [out / name for name in found])
+
+    @staticmethod
+    def check_free(out, *, resume: bool, overwrite: bool) -> list:
+        """The part of ``claim`` that changes nothing (callers may ask first, before loading data):
+        ValueError unless ``out`` is not a file and holds no earlier run's files, or ``resume`` /
+        ``overwrite``; returns the run files found."""
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"output folder {out} is a file; choose another --out")
         found = [name for name in OUTPUT_FILES if (out / name).exists()]
         if found and not resume and not overwrite:
             again = "pass --resume to continue it, " if (out / "checkpoint.npz").exists() else "pass "
@@ -171,10 +183,7 @@ class OutputFolder:
                 f"{out} already holds a run ({', '.join(found)}); {again}--overwrite to replace it, or choose "
                 "another --out"
             )
-        for name in OUTPUT_FILES:  # only jaxmlp's own temp files: <output file>.<random>.tmp
-            for stale in out.glob(f"{name}.*.tmp"):
-                stale.unlink()
-        return cls(out, created, [] if resume else [out / name for name in found])
+        return found
 
     def start(self) -> None:
         for path in self.replaced:
@@ -226,9 +235,16 @@ def _check_resume(path, then, now, log) -> list:
             f"{path}: cannot resume with a different structure: {'; '.join(diff)}; resume with the checkpoint's "
             "values or start a new run with another --out"
         )
+    if then[0].epochs != now[0].epochs:
+        log(
+            f"resume: the run now ends at epoch {now[0].epochs} (was {then[0].epochs}); a cosine schedule spans "
+            "the new length"
+        )
     changes = []
     for field, old in saved_hyper.to_dict().items():
         new = getattr(hyper, field)
+        if field == "total_steps" and then[0].epochs != now[0].epochs:
+            continue  # the schedule's horizon following the run's length, said above
         if old is not None and new is not None and float(new) != old and field != "init_scale":
             changes.append({"field": field, "from": old, "to": float(new)})
             log(f"resume: {field} {old:g} → {float(new):g}")

@@ -352,7 +352,8 @@ def test_resume_takes_the_checkpoints_options_and_applies_changed_numbers(idx_di
         )
         == 0
     )
-    assert "resume: learning_rate 0.003 → 0.001" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "resume: learning_rate 0.003 → 0.001" in said and "resume: the run now ends at epoch 4 (was 3)" in said
     s = json.loads((out / "summary.json").read_text())
     assert s["hyper"]["learning_rate"] == pytest.approx(1e-3)
     change = [c for c in s["hyper_changes"] if c["field"] == "learning_rate"]
