@@ -336,17 +336,17 @@ def check_vjp(
                     jnp.vdot(c, o) for c, o in zip(jax.tree_util.tree_leaves(ct), jax.tree_util.tree_leaves(f(*a)))
                 )
 
+            mine_at, ref_at = (
+                [dict(jax.tree_util.tree_flatten_with_path(tree)[0]) for tree in trees] for trees in (mine, ref)
+            )
             for i, path, leaf in leaves:
                 name = (i, jax.tree_util.keystr(path))
-                try:
-                    got = _leaf_at(mine[i], path)
-                except (KeyError, IndexError, TypeError, ValueError):
-                    got = None
+                got = mine_at[i].get(path)
                 if got is None or np.shape(got) != np.shape(leaf):
                     problems.append(f"bwd gives arg{i}{name[1]} no cotangent of shape {np.shape(leaf)}")
                     continue
                 got = np.asarray(got, np.float64)
-                found[name]["auto"].append(relative_difference(got, _leaf_at(ref[i], path)))
+                found[name]["auto"].append(relative_difference(got, ref_at[i][path]))
 
                 def slope(v, i=i, path=path, leaf=leaf):  # central difference of s along v in this leaf alone
                     moved = [_with_leaf(args, i, path, leaf + sign * step * v) for sign in (1, -1)]
@@ -396,17 +396,6 @@ def as_custom_vjp(fwd, bwd):
 
     f.defvjp(fwd, bwd)
     return f
-
-
-def _leaf_at(tree, path):
-    """The leaf of ``tree`` at a key path from ``tree_flatten_with_path`` (the tree itself for ())."""
-    for k in path:
-        for attr in ("key", "idx", "name"):
-            if hasattr(k, attr):
-                k = getattr(k, attr)
-                break
-        tree = getattr(tree, k) if isinstance(k, str) and not isinstance(tree, dict) else tree[k]
-    return tree
 
 
 def _with_leaf(args, i, path, value):

@@ -318,15 +318,15 @@ def fit(
         ]
     # memory, before anything large is allocated: the state and the data, then the compiled program
     have = memory.available_bytes()
+    ts_shape = jax.eval_shape(lambda key: init_state(key, tc, hyper_arr), jax.random.PRNGKey(tc.seed))
     memory.check(
-        memory.state_bytes(tc, hyper_arr) + ds.x_train.nbytes + ds.y_train.nbytes,
+        memory.tree_bytes(ts_shape) + ds.x_train.nbytes + ds.y_train.nbytes,
         have,
         "this run's parameters, optimizer state and training data",
         "use narrower or fewer --hidden layers",
     )
     folder = OutputFolder.claim(out, resume=resume, overwrite=overwrite) if out is not None else None
     try:
-        ts_shape = jax.eval_shape(lambda key: init_state(key, tc, hyper_arr), jax.random.PRNGKey(tc.seed))
         data_shape = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in (ds.x_train, ds.y_train)]
         t0 = time.perf_counter()
         if data_parallel and jax.device_count() > 1:
