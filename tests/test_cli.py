@@ -253,6 +253,20 @@ def test_every_mistake_is_one_line_with_its_exit_code(idx_dir, tmp_path, capsys,
 def test_output_folder_mistakes(idx_dir, finished_run, tmp_path, capsys):
     import re
 
+    def small_sweep(*more):
+        return [
+            "sweep",
+            "--data-dir",
+            str(idx_dir),
+            "--dataset",
+            "mnist",
+            "--dev-size",
+            "100",
+            "--out",
+            str(tmp_path / "s"),
+            *more,
+        ]
+
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     for argv, message in [
@@ -276,37 +290,11 @@ def test_output_folder_mistakes(idx_dir, finished_run, tmp_path, capsys):
         (["evaluate", str(a_file)], f"no checkpoint.npz .* in {tmp_path}"),
         (["evaluate", str(tmp_path / "x.npz")], "no such checkpoint file"),
         (
-            [
-                "sweep",
-                "--data-dir",
-                str(idx_dir),
-                "--dataset",
-                "mnist",
-                "--dev-size",
-                "100",
-                "--chunk-size",
-                "0",
-                "--out",
-                str(tmp_path / "s"),
-            ],
+            small_sweep("--chunk-size", "0"),
             "chunk size must be ≥ 1, got 0",
         ),
         (
-            [
-                "sweep",
-                "--data-dir",
-                str(idx_dir),
-                "--dataset",
-                "mnist",
-                "--dev-size",
-                "100",
-                "--dev-size",
-                "100",
-                "--random",
-                "0",
-                "--out",
-                str(tmp_path / "s"),
-            ],
+            small_sweep("--random", "0"),
             "--random takes a number of points ≥ 1, got 0",
         ),
         (["gradcheck", "--batch-size", "0"], "--batch-size and --fd-samples must be ≥ 1, got 0 and 64"),
