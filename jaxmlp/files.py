@@ -10,7 +10,7 @@ The data goes to a temp file ``<name>.<random>.tmp`` in the target's folder (cre
 which is flushed, fsynced and renamed over the target with ``os.replace`` when the block ends
 normally: readers see the old file or the new one, never half of either. An exception inside the
 block deletes the temp file and leaves the target as it was. A process killed inside the block can
-leave the temp file behind (never the target half-written); ``run.OutputFolder.claim`` removes such
+leave the temp file behind (never the target half-written); ``run.OutputFolder`` removes such
 leftovers. The file gets the mode a plain ``open`` would give it (0666 less the umask), not
 ``mkstemp``'s 0600.
 """

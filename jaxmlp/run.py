@@ -163,10 +163,16 @@ class OutputFolder:
             probe.unlink()
         except OSError as e:
             raise ValueError(f"cannot write to output folder {out} ({e.strerror or e}); choose another --out") from None
-        for name in OUTPUT_FILES:  # only jaxmlp's own temp files: <output file>.<random>.tmp
-            for stale in out.glob(f"{name}.*.tmp"):
-                stale.unlink()
-        return cls(out, created, [] if resume else [out / name for name in found])
+        folder = cls(out, created, [] if resume else [out / name for name in found])
+        folder.remove_temp_files()
+        return folder
+
+    def remove_temp_files(self) -> None:
+        """Only jaxmlp's own: <output file>.<random>.tmp, left by a write that a kill or an interrupt cut
+        short (an interrupt can land between creating the temp file and the writer's cleanup)."""
+        for name in OUTPUT_FILES:
+            for stale in self.path.glob(f"{name}.*.tmp"):
+                stale.unlink(missing_ok=True)
 
     @staticmethod
     def check_free(out, *, resume: bool, overwrite: bool) -> list:
@@ -462,6 +468,8 @@ def fit(
         if isinstance(e, RunInterrupted):
             raise
         write("interrupted", curves=True)
+        if folder is not None:
+            folder.remove_temp_files()
         resumable = ckpt_path is not None and ckpt_path.exists()
         if folder is not None and not resumable:
             folder.abandon()
