@@ -268,6 +268,23 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--chunk-size", type=int, default=None, help="members per compiled run (default: as many as fit in memory)"
     )
+    s_ = w.add_argument_group("search over the members (default: every member trains every epoch)")
+    s_.add_argument(
+        "--halving",
+        type=int,
+        default=None,
+        metavar="ETA",
+        help="successive halving: after epochs E/ETA^k (k = …, 2, 1) only the best 1/ETA of the members by dev "
+        "accuracy go on (e.g. --epochs 9 --halving 3: rungs after 1, 3 and 9 epochs)",
+    )
+    s_.add_argument(
+        "--pbt",
+        type=int,
+        default=None,
+        metavar="INTERVAL",
+        help="population-based training: every INTERVAL epochs the bottom quarter by dev accuracy copies a "
+        "top-quarter member (state and hyperparameters) and multiplies the swept ones by 0.8 or 1.2",
+    )
     w.add_argument("--activation", default="relu", help="relu | tanh | sigmoid (default relu)")
     w.add_argument("--batchnorm", action="store_true", help="batch normalization before activations")
     w.add_argument("--init", default="he", help="he | xavier | seed (default he)")
@@ -487,6 +504,8 @@ def cmd_sweep(args) -> int:
         members,
         chunk_size=args.chunk_size,
         shared_order=not args.per_member_shuffle,
+        halving=args.halving,
+        pbt=args.pbt,
         overwrite=args.overwrite,
         data_seed=args.seed,
         axes=swept,
@@ -499,6 +518,8 @@ def cmd_sweep(args) -> int:
             f"best member {b['member']}: dev {b['dev_accuracy']:.4f}, test {b['test_accuracy']:.4f}"
             + (f" ({', '.join(which)})" if which else "")
         )
+    if args.halving or args.pbt:
+        print(f"{s['member_epochs']} member-epochs trained (a grid trains {s['members'] * s['epochs']})")
     print(
         f"{s['diverged']} diverged; {s['examples_per_second']:.0f} examples/s over all members "
         f"(compile {s['compile_seconds']:.1f}s excluded); wrote {args.out}/results.csv"

@@ -72,3 +72,13 @@ def member_shardings(n_devices: int | None = None):
         return None, None
     m = mesh("members", devices)
     return NamedSharding(m, P("members")), NamedSharding(m, P())
+
+
+def to_host(tree):
+    """NumPy copies of a pytree of arrays, whole on every process: a member-sharded array of a sweep
+    over several processes is gathered from all of them (``multihost_utils.process_allgather``)."""
+    if jax.process_count() == 1:
+        return jax.tree_util.tree_map(np.asarray, tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)

@@ -10,6 +10,7 @@ Contract::
     save_figure(fig, path)                               # atomically, then closes the figure
     plot_curves(history, path)                           # fit's loss / accuracy curves
     plot_sweep(rows, history, axes, out_dir)             # a sweep's heatmap.png or curves.png
+    plot_search(history, decisions, title, path)         # members' dev accuracy with halving/PBT steps
     bar = progress(iterable, enabled, desc="training"); say(bar, line, log)
 
 Every file goes through ``files.atomic_write`` (re-exported here): the old file or the new one, never
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +111,14 @@ def plot_curves(history: list, path) -> None:
 def plot_sweep(rows: list, history: list, axes: list, out: Path) -> None:
     """A sweep's picture: ``heatmap.png`` of dev accuracy over two axes, or ``curves.png`` (dev accuracy
     against one axis, and each value's learning curve); nothing for more axes. ``rows``: one dict per
-    member; ``history``: per epoch, {"dev_accuracy": list over members}."""
+    member; ``history``: per epoch, {"dev_accuracy": list over members} (NaN: the member did not train
+    that epoch, as after a halving rung)."""
+    with warnings.catch_warnings():  # a mean over only NaN (members that stopped) is NaN, and no warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        _plot_sweep(rows, history, axes, out)
+
+
+def _plot_sweep(rows: list, history: list, axes: list, out: Path) -> None:
     plt = pyplot()
     axes = list(axes)
     if len({r["hidden"] for r in rows}) > 1:
@@ -157,6 +166,24 @@ def plot_sweep(rows: list, history: list, axes: list, out: Path) -> None:
         _integer_ticks(right)
         right.legend(fontsize=7)
         save_figure(fig, out / "curves.png")
+
+
+def plot_search(history: list, decisions, title: str, path: Path) -> None:
+    """Every member's dev accuracy by epoch (a line ends where the member stopped), with a dashed line
+    at each decision: the rungs of successive halving, the steps of PBT."""
+    plt = pyplot()
+    dev = np.array([ep["dev_accuracy"] for ep in history], dtype=float)  # (epochs, members)
+    epochs = np.arange(1, len(history) + 1)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for m in range(dev.shape[1]):
+        ax.plot(epochs, dev[:, m], _curve_style(len(history)), lw=0.8, ms=2.5, alpha=0.7)
+    for i, e in enumerate(decisions):
+        ax.axvline(e, color="0.5", ls="--", lw=0.8, label="decision" if i == 0 else None)
+    ax.set(xlabel="epoch", ylabel="dev accuracy", title=title)
+    _integer_ticks(ax)
+    if len(decisions):
+        ax.legend(fontsize=7)
+    save_figure(fig, path)
 
 
 def _curve_style(points: int) -> str:

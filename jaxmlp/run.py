@@ -118,7 +118,15 @@ def load_model(path) -> LoadedModel:
 
 
 RUN_FILES = ("checkpoint.npz", "metrics.csv", "summary.json", "curves.png")  # what fit writes into out_dir
-SWEEP_FILES = ("results.csv", "summary.json", "heatmap.png", "curves.png", "best_checkpoint.npz")  # run_sweep's
+SWEEP_FILES = (  # run_sweep's
+    "results.csv",
+    "summary.json",
+    "heatmap.png",
+    "curves.png",
+    "best_checkpoint.npz",
+    "search.png",
+    "pbt_schedule.json",
+)
 OUTPUT_FILES = tuple(dict.fromkeys(RUN_FILES + SWEEP_FILES))
 
 

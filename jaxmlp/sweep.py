@@ -40,18 +40,20 @@ import itertools
 import math
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp import compiler, memory, parallel, report
+from jaxmlp import compiler, memory, parallel, report, search
 from jaxmlp.data import Dataset, batch_indices, check_batch_size
 from jaxmlp.hyper import Hyper, align, validate
 from jaxmlp.hyper import stack as stack_hypers
 from jaxmlp.mlp import MLPConfig, _loss_and_grads, forward
 from jaxmlp.run import OutputFolder, first_nonfinite, save_run
+from jaxmlp.search import segment_ends
 from jaxmlp.step import TrainConfig, _epoch, eval_params, init_state, with_cosine_horizon
 
 SWEEPABLE = (
@@ -249,7 +251,7 @@ def make_eval(config: MLPConfig):
     count = jax.jit(jax.vmap(one, in_axes=(0, 0, None, None)))
 
     def accuracy(params, bn_state, x, y):
-        correct = np.asarray(count(params, bn_state, x, y))
+        correct = parallel.to_host(count(params, bn_state, x, y))
         return correct / x.shape[0] if x.shape[0] else np.full(correct.shape, np.nan)
 
     return accuracy
@@ -263,8 +265,9 @@ def make_eval(config: MLPConfig):
 class SweepResult:
     rows: list
     summary: dict
-    history: list = field(default_factory=list)  # per epoch: (K,) train_loss and dev_accuracy
+    history: list = field(default_factory=list)  # per epoch: (K,) train_loss and dev_accuracy (NaN: not trained)
     final_state: object = None  # the last chunk's padded TrainState, leading member axis
+    pbt_schedule: list = field(default_factory=list)  # PBT: per member, its hyperparameters after each step
 
 
 def run_sweep(
@@ -274,6 +277,8 @@ def run_sweep(
     *,
     chunk_size: int | None = None,
     shared_order: bool = True,
+    halving: int | None = None,
+    pbt: int | None = None,
     overwrite: bool = False,
     data_seed: int = 0,
     n_devices: int | None = None,
@@ -284,14 +289,25 @@ def run_sweep(
     """Train ``members`` for ``tc.epochs`` epochs as one compiled program (in chunks of ``chunk_size``);
     evaluate each on dev and test; write ``results.csv``, ``summary.json``, the plot and the best
     member's checkpoint to ``out_dir``. ``axes``: the swept ``Hyper`` fields (columns and plot).
-    ``out_dir`` is checked before training: a folder holding a sweep is refused unless ``overwrite``."""
+    ``out_dir`` is checked before training: a folder holding a sweep is refused unless ``overwrite``.
+
+    ``halving=η``: successive halving over the member axis (``jaxmlp.search``): at each rung only the
+    best ⌊n/η⌋ members go on, re-stacked into a smaller member axis (one compile per distinct size).
+    ``pbt=INTERVAL``: population-based training, every INTERVAL epochs the bottom quarter copies a
+    top-quarter member and perturbs ``axes`` (a gather over the member axis; no recompiles); its random
+    draws come from ``numpy.random.default_rng(data_seed)``."""
     if not members:
         raise ValueError("a sweep needs at least one member")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk size must be ≥ 1, got {chunk_size}")
+    segment_ends(tc.epochs, halving, pbt)  # the search's own mistakes, before the folder is touched
+    if pbt is not None and not axes:
+        raise ValueError("PBT perturbs the swept hyperparameters: sweep at least one (give an axis several values)")
     folder = OutputFolder.claim(out_dir, resume=False, overwrite=overwrite) if out_dir is not None else None
     try:
-        result, best = _sweep(ds, tc, members, chunk_size, shared_order, data_seed, n_devices, axes, log)
+        result, best = _sweep(
+            ds, tc, members, chunk_size, shared_order, (halving, pbt), data_seed, n_devices, axes, log
+        )
     except BaseException:
         if folder is not None:
             folder.abandon()  # a sweep that fails before writing anything leaves no folder behind
@@ -302,8 +318,19 @@ def run_sweep(
     return result
 
 
-def _sweep(ds, tc, members, chunk_size, shared_order, data_seed, n_devices, axes, log):
-    """run_sweep's training and evaluation: (SweepResult, the best member or None)."""
+def _padded(n: int, multiple: int) -> int:
+    return int(math.ceil(n / multiple) * multiple)
+
+
+def _sweep(ds, tc, members, chunk_size, shared_order, search_, data_seed, n_devices, axes, log):
+    """run_sweep's training and evaluation: (SweepResult, the best member or None).
+
+    The members still training sit in slots of a population split into chunks of one size. Each segment
+    (the epochs up to the next halving rung or PBT step, or all of them) trains every chunk; between
+    segments the population is gathered on the device: the survivors of a rung (re-stacked, a smaller
+    member axis) or PBT's copies. A plain sweep has one segment and stacks each chunk only when it runs."""
+    halving, pbt = search_
+    ends = segment_ends(tc.epochs, halving, pbt)
     n_train = ds.x_train.shape[0]
     check_batch_size(tc.batch_size, n_train)
     wide_tc = padded_config(tc, members)
@@ -316,6 +343,8 @@ def _sweep(ds, tc, members, chunk_size, shared_order, data_seed, n_devices, axes
     have = memory.available_bytes()
     per_member, shared = member_bytes(tc, wide_tc, members, shared_order, n_train)
     shared += sum(a.nbytes for a in (ds.x_dev, ds.y_dev, ds.x_test, ds.y_test))
+    if len(ends) > 1:  # a search keeps every member's state between its decisions
+        shared += _padded(k, n_dev) * memory.state_bytes(wide_tc, members[0].hyper.as_arrays())
     if chunk_size is None:  # per device: its share of the members, and the replicated data
         chunk = memory.members_that_fit(per_member, shared, have, math.ceil(k / n_dev)) * n_dev
         if chunk < k:
@@ -324,7 +353,7 @@ def _sweep(ds, tc, members, chunk_size, shared_order, data_seed, n_devices, axes
                 f"{memory.gigabytes(have)} free); running them in chunks"
             )
     else:
-        chunk = int(math.ceil(chunk_size / n_dev) * n_dev)  # the member axis must split evenly over devices
+        chunk = _padded(chunk_size, n_dev)  # the member axis must split evenly over devices
         memory.check(
             per_member * (chunk // n_dev) + shared, have, f"a chunk of {chunk} members", "use a smaller --chunk-size"
         )
@@ -338,70 +367,174 @@ def _sweep(ds, tc, members, chunk_size, shared_order, data_seed, n_devices, axes
     epoch_fn = make_epoch(wide_tc, shared_order)
     eval_fn = make_eval(wide_tc.model)
     data_key = jax.random.PRNGKey(data_seed)
+    on_members = {} if sharding is None else {"out_shardings": sharding}
+    gather = jax.jit(lambda tree, pos: jax.tree_util.tree_map(lambda a: a[pos], tree), **on_members)
+    concat = jax.jit(lambda trees: jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *trees), **on_members)
+    exploit_fn = jax.jit(partial(search.exploit, axes=tuple(axes)), **on_members)
+    pick = jax.jit(
+        lambda tree, j: jax.tree_util.tree_map(lambda a: a[j], tree),
+        **({} if replicated is None else {"out_shardings": replicated}),
+    )
+    rng = np.random.default_rng(data_seed)
 
-    rows, history = [None] * k, [[] for _ in range(tc.epochs)]
-    compile_s, train_s = 0.0, 0.0
-    best = None
-    for start in range(0, k, chunk):
-        part = members[start : start + chunk]
-        padded_part = part + [part[-1]] * (chunk - len(part))  # same shape every chunk: one program
-        ts, masks, hyper = stack_members(padded_part, tc, wide_tc)
-        if sharding is not None:
-            ts, masks, hyper = jax.device_put((ts, masks, hyper), sharding)
-        idx0 = batch_indices(jax.random.fold_in(data_key, 0), n_train, tc.batch_size)
-        if start == 0:
+    # what each member did, on the host: NaN where it did not train
+    dev_hist = np.full((tc.epochs, k), np.nan)
+    loss_hist = np.full((tc.epochs, k), np.nan)
+    first_bad = np.full(k, -1)
+    test = np.full(k, np.nan)
+    trained = np.zeros(k, dtype=int)
+    hidden_now = [m.hidden for m in members]
+    lineage = [[] for _ in range(k)]
+    schedule = [[{"epoch": 0, **{a: float(np.float32(getattr(m.hyper, a))) for a in axes}}] for m in members]
+    final_hyper = [m.hyper for m in members]
+    programs, compile_s, train_s = {}, 0.0, 0.0
+    member_epochs, population = 0, []
+    best, ts = None, None
+
+    def program(tree):
+        nonlocal compile_s
+        ts_, masks_, hyper_ = tree
+        size = jax.tree_util.tree_leaves(ts_.params)[0].shape[0]
+        if size not in programs:
+            idx0 = batch_indices(jax.random.fold_in(data_key, 0), n_train, tc.batch_size)
             t = time.perf_counter()
-            epoch_fn = epoch_fn.lower(ts, hyper, x_train, y_train, idx0, masks).compile()
-            compile_s = time.perf_counter() - t
+            programs[size] = epoch_fn.lower(ts_, hyper_, x_train, y_train, idx0, masks_).compile()
+            compile_s += time.perf_counter() - t
             memory.check(
-                memory.program_bytes(epoch_fn) or 0,
+                memory.program_bytes(programs[size]) or 0,
                 have,
-                f"the compiled epoch of {chunk} members at a time",
+                f"the compiled epoch of {size} members at a time",
                 "give a smaller --chunk-size, or use narrower --hidden layers",
             )
-        first_bad = np.full(len(padded_part), -1)
-        for e in range(tc.epochs):
-            idx = batch_indices(jax.random.fold_in(data_key, e), n_train, tc.batch_size)
-            t = time.perf_counter()
-            ts, metrics = epoch_fn(ts, hyper, x_train, y_train, idx, masks)
-            losses = np.asarray(metrics["loss"])  # (chunk, steps); blocks
-            train_s += time.perf_counter() - t
-            bad_now = first_nonfinite(losses)
-            newly = (first_bad < 0) & (bad_now >= 0)
-            first_bad[newly] = e * steps + bad_now[newly] + 1
-            dev = np.asarray(eval_fn(eval_params(ts), ts.bn_state, x_dev, y_dev))
-            history[e].append({"train_loss": losses.mean(axis=1)[: len(part)], "dev_accuracy": dev[: len(part)]})
-        test = np.asarray(eval_fn(eval_params(ts), ts.bn_state, x_test, y_test))
-        for j, m in enumerate(part):
-            diverged = bool(first_bad[j] >= 0)
-            row = {
-                "member": start + j,
-                **m.label(axes),
-                "train_loss": float(losses[j].mean()) if not diverged else float("nan"),
-                "dev_accuracy": float(dev[j]) if not diverged else float("nan"),
-                "test_accuracy": float(test[j]) if not diverged else float("nan"),
-                "diverged": diverged,
-                "diverged_at_step": int(first_bad[j]) if diverged else None,
-            }
-            rows[start + j] = row
-            if not diverged and (best is None or row["dev_accuracy"] > best[0]["dev_accuracy"]):
-                best = (row, m, jax.tree_util.tree_map(lambda a, j=j: np.asarray(a[j]), ts))
-        log(
-            f"members {start}–{start + len(part) - 1}: best dev accuracy so far "
-            f"{best[0]['dev_accuracy'] if best else float('nan'):.4f}"
-        )
+        return programs[size]
 
-    hist = [
-        {
-            "train_loss": np.concatenate([h["train_loss"] for h in ep]).tolist(),
-            "dev_accuracy": np.concatenate([h["dev_accuracy"] for h in ep]).tolist(),
+    slots, pop, start = list(range(k)), None, 0  # pop: the chunks' (ts, masks, hyper), kept between segments
+    for end in ends:
+        last = end == tc.epochs
+        size = min(chunk, _padded(len(slots), n_dev))
+        population.append(len(slots))
+        trees = []
+        for ci, c0 in enumerate(range(0, len(slots), size)):
+            ids = slots[c0 : c0 + size]
+            if pop is None:
+                part = [members[i] for i in ids]
+                tree = stack_members(part + [part[-1]] * (size - len(part)), tc, wide_tc)
+                if sharding is not None:
+                    tree = jax.device_put(tree, sharding)
+            else:
+                tree = pop[ci]
+            ts, masks, hyper = tree
+            fn = program(tree)
+            for e in range(start, end):
+                idx = batch_indices(jax.random.fold_in(data_key, e), n_train, tc.batch_size)
+                t = time.perf_counter()
+                ts, metrics = fn(ts, hyper, x_train, y_train, idx, masks)
+                losses = parallel.to_host(metrics["loss"])[: len(ids)]  # (members, steps); blocks
+                train_s += time.perf_counter() - t
+                bad_now = first_nonfinite(losses)
+                for j, m in enumerate(ids):
+                    if first_bad[m] < 0 and bad_now[j] >= 0:
+                        first_bad[m] = e * steps + bad_now[j] + 1
+                loss_hist[e, ids] = losses.mean(axis=1)
+                dev_hist[e, ids] = eval_fn(eval_params(ts), ts.bn_state, x_dev, y_dev)[: len(ids)]
+            trained[ids] = end
+            member_epochs += len(ids) * (end - start)
+            if last or halving is not None:  # a member's test accuracy is the one at its last epoch
+                test[ids] = eval_fn(eval_params(ts), ts.bn_state, x_test, y_test)[: len(ids)]
+            if last:
+                hyper_host = parallel.to_host(hyper)
+                for j, m in enumerate(ids):
+                    final_hyper[m] = final_hyper[m]._replace(**{a: float(getattr(hyper_host, a)[j]) for a in axes})
+                    if first_bad[m] < 0 and (best is None or dev_hist[end - 1, m] > best[0]):
+                        best = (dev_hist[end - 1, m], m, jax.tree_util.tree_map(np.asarray, pick(ts, j)))
+                log(
+                    f"members {c0}–{c0 + len(ids) - 1}: best dev accuracy so far "
+                    f"{float('nan') if best is None else best[0]:.4f}"
+                )
+            else:
+                trees.append((ts, masks, hyper))
+        if last:
+            break
+        acc = dev_hist[end - 1, slots]
+        full = trees[0] if len(trees) == 1 else concat(trees)
+        n_slots = len(trees) * size
+        if halving is not None:
+            keep = search.promote(acc, halving)
+            log(
+                f"rung at epoch {end}: {len(keep)} of {len(slots)} members go on "
+                f"(best dev accuracy {np.nanmax(acc) if np.isfinite(acc).any() else float('nan'):.4f})"
+            )
+            slots = [slots[i] for i in keep]
+            size = min(chunk, _padded(len(slots), n_dev))
+            pos = np.concatenate([keep, np.full(_padded(len(keep), size) - len(keep), keep[-1])])
+            full = gather(full, jnp.asarray(pos))
+        else:
+            src, factors = search.pbt_plan(acc, axes, rng)
+            pos = np.concatenate([src, np.arange(len(src), n_slots)])  # padding slots keep themselves
+            ones = np.ones(n_slots - len(src), np.float32)
+            f = {a: jnp.asarray(np.concatenate([factors[a], ones])) for a in axes}
+            full = exploit_fn(*full, jnp.asarray(pos), f)
+            values = parallel.to_host(full[2])
+            copied = [(int(d), int(s)) for d, s in enumerate(src) if d != s]
+            for d, s in copied:  # slot d now holds a copy of slot s: slots are members here (no re-stacking)
+                lineage[d].append(f"{s}@{end}")
+                first_bad[d] = first_bad[s]
+                hidden_now[d] = hidden_now[s]
+            for m in slots:
+                schedule[m].append(
+                    {
+                        "epoch": end,
+                        "source": int(src[m]),
+                        **{a: float(getattr(values, a)[m]) for a in axes},
+                    }
+                )
+            log(f"PBT at epoch {end}: {len(copied)} of {len(slots)} members copy a top-quarter member")
+        n_new = _padded(len(slots), size)
+        pop = [full] if n_new == size else [gather(full, jnp.arange(c0, c0 + size)) for c0 in range(0, n_new, size)]
+        start = end
+
+    rows = []
+    for m, member in enumerate(members):
+        diverged = bool(first_bad[m] >= 0)
+        e = trained[m] - 1
+        row = {
+            "member": m,
+            **member.label(axes),
+            "train_loss": float(loss_hist[e, m]) if not diverged else float("nan"),
+            "dev_accuracy": float(dev_hist[e, m]) if not diverged else float("nan"),
+            "test_accuracy": float(test[m]) if not diverged else float("nan"),
+            "diverged": diverged,
+            "diverged_at_step": int(first_bad[m]) if diverged else None,
         }
-        for ep in history
-    ]
-    examples = k * tc.epochs * steps * tc.batch_size
+        if halving is not None:
+            row["rung"] = ends.index(trained[m])
+            row["epochs_trained"] = int(trained[m])
+            row.update({f"dev_accuracy_epoch_{r}": float(dev_hist[r - 1, m]) for r in ends})
+        if pbt is not None:
+            row["lineage"] = " ".join(lineage[m])
+            row.update({f"final_{a}": float(getattr(final_hyper[m], a)) for a in axes})
+            if hidden_now[m] != member.hidden:
+                row["final_hidden"] = ",".join(map(str, hidden_now[m]))
+        rows.append(row)
+    if best is not None:
+        m = best[1]
+        best_member = replace(members[m], hyper=final_hyper[m], hidden=hidden_now[m])
+        best = (rows[m], best_member, best[2])
+    hist = [{"train_loss": loss_hist[e].tolist(), "dev_accuracy": dev_hist[e].tolist()} for e in range(tc.epochs)]
+    examples = member_epochs * steps * tc.batch_size
     summary = {
         "members": k,
         "epochs": tc.epochs,
+        "search": (
+            {"method": "halving", "eta": halving, "rungs": list(ends)}
+            if halving is not None
+            else {"method": "pbt", "interval": pbt, "steps": list(ends[:-1])}
+            if pbt is not None
+            else {"method": "grid" if not axes else "given members"}
+        ),
+        "member_epochs": int(member_epochs),
+        "population": population,
+        "compiled_member_counts": sorted(programs),
         "seconds": train_s,
         "compile_seconds": compile_s,
         "examples_per_second": examples / train_s if train_s > 0 else float("nan"),
@@ -409,13 +542,14 @@ def _sweep(ds, tc, members, chunk_size, shared_order, data_seed, n_devices, axes
         "shared_data_order": shared_order,
         "chunk_size": chunk,
         "devices": n_dev,
+        "processes": jax.process_count(),
         "backend": jax.default_backend(),
         "config": tc.to_dict(),
         "padded_sizes": list(wide_tc.model.sizes),
         "axes": list(axes),
         "best": None if best is None else {**best[0], "hyper": best[1].hyper.to_dict()},
     }
-    return SweepResult(rows, summary, hist, ts), best
+    return SweepResult(rows, summary, hist, ts, schedule if pbt is not None else []), best
 
 
 def write_outputs(out: Path, result: SweepResult, ds: Dataset, tc: TrainConfig, best) -> None:
@@ -444,3 +578,9 @@ def write_outputs(out: Path, result: SweepResult, ds: Dataset, tc: TrainConfig, 
         }
         save_run(out / "best_checkpoint.npz", ts, best_tree, meta)
     report.plot_sweep(result.rows, result.history, result.summary["axes"], out)
+    how = result.summary["search"]
+    if how["method"] == "halving":
+        report.plot_search(result.history, how["rungs"], f"successive halving, η = {how['eta']}", out / "search.png")
+    elif how["method"] == "pbt":
+        report.write_json(out / "pbt_schedule.json", result.pbt_schedule)
+        report.plot_search(result.history, how["steps"], f"PBT every {how['interval']} epochs", out / "search.png")

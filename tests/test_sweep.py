@@ -195,33 +195,39 @@ def test_sweep_cli(tmp_path, capsys):
 
     folder = make_idx_dataset(tmp_path / "idx", n_train=300, n_test=50)
     out = tmp_path / "sw"
-    code = main(
-        [
-            "sweep",
-            "--dataset",
-            "mnist",
-            "--data-dir",
-            str(folder),
-            "--dev-size",
-            "50",
-            "--hidden",
-            "16/32",
-            "--learning-rate",
-            "1e-3:1e-2:log:3",
-            "--seeds",
-            "2",
-            "--epochs",
-            "2",
-            "--batch-size",
-            "50",
-            "--out",
-            str(out),
-        ]
-    )
+    argv = [
+        "sweep",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        str(folder),
+        "--dev-size",
+        "50",
+        "--hidden",
+        "16/32",
+        "--learning-rate",
+        "1e-3:1e-2:log:3",
+        "--seeds",
+        "2",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "50",
+        "--out",
+        str(out),
+    ]
+    code = main(argv)
     text = capsys.readouterr().out
     assert code == 0 and "12 members" in text and "best member" in text
     assert len(list(csv.DictReader(open(out / "results.csv")))) == 12
     assert (out / "heatmap.png").is_file()  # learning_rate × hidden
+    # the same members with successive halving: 12 → 6 → 3 (rungs after 1 and 2 epochs at η = 2)
+    code = main(argv + ["--halving", "2", "--overwrite"])
+    text = capsys.readouterr().out
+    assert code == 0 and "18 member-epochs trained (a grid trains 24)" in text
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert sorted(int(r["epochs_trained"]) for r in rows) == [1] * 6 + [2] * 6
+    assert (out / "search.png").is_file()
 
 
 def test_members_with_and_without_an_optional_op_share_one_program(tiny):
@@ -294,3 +300,120 @@ def test_the_width_masked_backward_equals_jax_grad(x64):
     assert tree_rel_diff(manual, auto) <= 1e-10
     # the padded units' outgoing weights get no data gradient, only the L2 term (λ/m) W
     np.testing.assert_allclose(manual[1]["W"][5:], 1e-3 / 10 * params[1]["W"][5:], rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Successive halving and PBT over the member axis (the rules themselves: test_search.py)
+
+
+def test_halving_stops_members_at_the_rungs_and_saves_their_epochs(tiny, tmp_path):
+    """9 members, 9 epochs, η = 3: rungs after 1, 3 and 9 epochs; 9 → 3 → 1 members, 9·1 + 3·2 + 1·6 = 21
+    member-epochs instead of 81, three compiled sizes; each rung keeps the best by dev accuracy, and a
+    survivor trains exactly as it does in the plain sweep (re-stacking moves it, it changes nothing)."""
+    tc = tc_for(hidden=(16,), epochs=9)
+    members = sweep.grid(Hyper(), {"learning_rate": list(np.geomspace(3e-4, 3e-1, 9))})
+    res = sweep.run_sweep(tiny, tc, members, halving=3, axes=["learning_rate"], out_dir=tmp_path, log=lambda s: None)
+    s = res.summary
+    assert s["search"] == {"method": "halving", "eta": 3, "rungs": [1, 3, 9]}
+    assert s["member_epochs"] == 21 and s["population"] == [9, 3, 1]
+    assert s["compiled_member_counts"] == [1, 3, 9]
+    rows = res.rows
+    assert sorted(r["epochs_trained"] for r in rows) == [1] * 6 + [3] * 2 + [9]
+    assert all(r["rung"] == [1, 3, 9].index(r["epochs_trained"]) for r in rows)
+    at1 = np.array([r["dev_accuracy_epoch_1"] for r in rows])
+    went_on = [r["member"] for r in rows if r["epochs_trained"] >= 3]
+    assert min(at1[went_on]) >= max(np.delete(at1, went_on))  # the best three at the first rung
+    at3 = {r["member"]: r["dev_accuracy_epoch_3"] for r in rows if r["epochs_trained"] >= 3}
+    (winner,) = [r["member"] for r in rows if r["epochs_trained"] == 9]
+    assert at3[winner] == max(at3.values())
+    assert all(np.isnan(r["dev_accuracy_epoch_9"]) for r in rows if r["member"] != winner)
+    assert s["best"]["member"] == winner
+    plain = sweep.run_sweep(tiny, tc, members, axes=["learning_rate"], log=lambda s: None)
+    for m in [winner, *went_on]:  # the same member in the sweep that never stopped anyone
+        e = rows[m]["epochs_trained"]
+        np.testing.assert_allclose(res.history[e - 1]["dev_accuracy"][m], plain.history[e - 1]["dev_accuracy"][m])
+    np.testing.assert_allclose(rows[winner]["train_loss"], plain.rows[winner]["train_loss"], rtol=RTOL)
+    header = next(csv.reader(open(tmp_path / "results.csv")))
+    assert {"rung", "epochs_trained", "dev_accuracy_epoch_1", "dev_accuracy_epoch_3", "dev_accuracy_epoch_9"} <= set(
+        header
+    )
+    assert (tmp_path / "search.png").is_file()
+
+
+def test_halving_with_chunks_and_width_sweeps(tiny):
+    """Chunks of 2 and members of two widths: the same rung decisions as the one-chunk sweep."""
+    tc = tc_for(hidden=(16,), epochs=4)
+    members = sweep.grid(Hyper(), {"learning_rate": [1e-3, 1e-2, 1e-1]}, hidden=[(8,), (16,)])
+    whole = sweep.run_sweep(tiny, tc, members, halving=2, log=lambda s: None)
+    chunked = sweep.run_sweep(tiny, tc, members, halving=2, chunk_size=2, log=lambda s: None)
+    assert whole.summary["population"] == chunked.summary["population"] == [6, 3, 1]
+    assert [r["epochs_trained"] for r in whole.rows] == [r["epochs_trained"] for r in chunked.rows]
+    assert chunked.summary["compiled_member_counts"] == [1, 2]
+    for a, b in zip(whole.rows, chunked.rows):
+        np.testing.assert_allclose(a["dev_accuracy"], b["dev_accuracy"], atol=1 / 200 + 1e-12)  # one example
+
+
+@pytest.fixture
+def compiles():
+    """Counts XLA backend compilations (jax.monitoring) while the test runs."""
+    seen = []
+
+    def listen(event, duration, **kw):
+        if event == "/jax/core/compile/backend_compile_duration":
+            seen.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    yield seen
+    jax.monitoring.unregister_event_duration_listener(listen)
+
+
+def test_pbt_exploits_inside_the_population_without_recompiling(tiny, tmp_path, compiles):
+    """PBT every epoch and PBT once compile the same programs: the copy-and-perturb is one gather,
+    compiled once; lineage, the final hyperparameters and the saved schedule tell one story."""
+    tc = tc_for(hidden=(16,), epochs=4)
+    members = sweep.grid(Hyper(dropout_rate=0.1), {"learning_rate": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]})
+    axes = ["learning_rate", "dropout_rate"]
+    sweep.run_sweep(tiny, tc, members, pbt=3, axes=axes, log=lambda s: None)  # warm: each program once
+    n = len(compiles)
+    once = sweep.run_sweep(tiny, tc, members, pbt=3, axes=axes, log=lambda s: None)
+    after_once = len(compiles) - n
+    every = sweep.run_sweep(tiny, tc, members, pbt=1, axes=axes, out_dir=tmp_path, log=lambda s: None)
+    assert len(compiles) - n - after_once == after_once  # three PBT steps compile what one does
+    assert once.summary["member_epochs"] == every.summary["member_epochs"] == 8 * 4
+    assert every.summary["search"] == {"method": "pbt", "interval": 1, "steps": [1, 2, 3]}
+    schedule = json.load(open(tmp_path / "pbt_schedule.json"))
+    assert len(schedule) == 8 and all([e["epoch"] for e in s] == [0, 1, 2, 3] for s in schedule)
+    for m, row in enumerate(every.rows):
+        steps = schedule[m][1:]
+        copies = [f"{e['source']}@{e['epoch']}" for e in steps if e["source"] != m]
+        assert row["lineage"] == " ".join(copies)
+        assert len(copies) <= 3
+        for a in axes:
+            assert row[f"final_{a}"] == pytest.approx(schedule[m][-1][a], rel=1e-6)
+            for i in range(1, len(schedule[m])):  # entry i: after the PBT step; entry i - 1: before it
+                after, source = schedule[m][i], schedule[m][i]["source"]
+                if source == m:  # not copied: unchanged, bit for bit
+                    assert after[a] == schedule[m][i - 1][a]
+                else:  # copied: its source's value before the step × 0.8 or × 1.2 (clipping not reached here)
+                    ratio = after[a] / schedule[source][i - 1][a]
+                    assert ratio == pytest.approx(0.8, rel=1e-6) or ratio == pytest.approx(1.2, rel=1e-6)
+    assert sum(1 for row in every.rows if row["lineage"]) >= 2  # 2 copies per step, 3 steps
+    best = every.summary["best"]
+    assert best["hyper"]["learning_rate"] == pytest.approx(best["final_learning_rate"], rel=1e-6)
+    assert (tmp_path / "search.png").is_file()
+
+
+def test_pbt_with_chunks_and_widths_copies_the_width_too(tiny):
+    """The worst member (a learning rate of 1e-5, 4 units) copies a 16-unit member across chunks of 2:
+    it becomes 16 units wide (its masks are copied with its state)."""
+    tc = tc_for(hidden=(16,), epochs=2)
+    members = [
+        sweep.Member(Hyper(learning_rate=lr), 0, (w,)) for lr, w in ((3e-2, 16), (1e-2, 16), (1e-5, 4), (1e-1, 16))
+    ]
+    res = sweep.run_sweep(tiny, tc, members, pbt=1, chunk_size=2, axes=["learning_rate"], log=lambda s: None)
+    assert res.summary["compiled_member_counts"] == [2] and res.summary["padded_sizes"] == [16, 16, 10]
+    copied = [r for r in res.rows if r["lineage"]]
+    assert [r["member"] for r in copied] == [2]
+    assert copied[0]["hidden"] == "4" and copied[0]["final_hidden"] == "16"
+    source = int(copied[0]["lineage"].split("@")[0])
+    assert source in (0, 1, 3) and res.rows[2]["dev_accuracy"] > 0.5  # it now trains like its source
