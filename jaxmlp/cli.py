@@ -18,6 +18,7 @@ from pathlib import Path
 EXIT_ERROR = 2
 EXIT_DIVERGED = 3
 EXIT_GRADCHECK = 1
+EXIT_LOST_PROCESS = 4  # another process of a multi-process run died
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal's number, as shells report it
 
 
@@ -94,6 +95,34 @@ def _speed_options(g) -> None:
         default=1,
         help="training steps per iteration of the epoch's compiled loop (default 1)",
     )
+
+
+def _process_options(g) -> None:
+    g.add_argument(
+        "--coordinator",
+        default=None,
+        metavar="HOST:PORT",
+        help="several processes: process 0's address, the same for all (with --num-processes, --process-id; "
+        "default: JAX's cluster auto-detection, one process without a cluster)",
+    )
+    g.add_argument("--num-processes", type=int, default=None, metavar="N", help="processes in the run")
+    g.add_argument("--process-id", type=int, default=None, metavar="I", help="this process, 0 … N-1")
+
+
+def _join_processes(args, enabled: bool = True):
+    """``jm.parallel.initialize`` from the process options (before anything touches JAX); returns the
+    ``print`` of this process: process 0 speaks, the others are quiet."""
+    import jax
+
+    import jaxmlp as jm
+
+    given = [args.coordinator, args.num_processes, args.process_id]
+    if not enabled:
+        if any(v is not None for v in given):
+            raise ValueError("--coordinator, --num-processes and --process-id need --data-parallel")
+        return print
+    jm.parallel.initialize(*given)
+    return print if jax.process_index() == 0 else (lambda *a, **k: None)
 
 
 def _model_config(args, d_in: int, d_out: int, hidden=None):
@@ -218,8 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--data-parallel",
         action="store_true",
-        help="shard each batch over all devices (batch size a multiple of the device count)",
+        help="shard each batch over all devices, of every process (batch size a multiple of the device count)",
     )
+    _process_options(r)
 
     e = sub.add_parser("evaluate", help="accuracy of a saved model")
     e.add_argument("checkpoint", help="a run folder, its checkpoint.npz or summary.json, or a sweep's folder")
@@ -296,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     _speed_options(w)
     w.add_argument("--epochs", type=int, default=5, help="(default 5)")
     w.add_argument("--seed", type=int, default=0, help="data split and shared data order (default 0)")
+    _process_options(w)
     w.add_argument("--out", default="runs/sweep", help="output folder (default runs/sweep)")
     w.add_argument("--overwrite", action="store_true", help="replace the sweep saved in --out (default: refuse)")
 
@@ -375,13 +406,15 @@ def cmd_train(args, given=frozenset()) -> int:
     import jaxmlp as jm
     from jaxmlp.run import OutputFolder
 
-    OutputFolder.check_free(args.out, resume=args.resume, overwrite=args.overwrite)  # before loading data
+    say = _join_processes(args, enabled=args.data_parallel)
+    if say is print:  # process 0 (the one that writes) checks the folder
+        OutputFolder.check_free(args.out, resume=args.resume, overwrite=args.overwrite)  # before loading data
     if args.resume:
         _resume_options(args, given)
     hyper = _hyper(args)
     ds = jm.load_dataset(args.dataset, args.data_dir, dev_size=args.dev_size, seed=args.seed)
     tc = _train_config(args, _model_config(args, ds.x_train.shape[1], ds.num_classes))
-    print(
+    say(
         f"{ds.name}: {ds.x_train.shape[0]} train / {ds.x_dev.shape[0]} dev / {ds.x_test.shape[0]} test; "
         f"network {'-'.join(map(str, tc.model.sizes))}"
         f"{' ' + tc.model.activation if tc.model.num_hidden else ' (softmax regression)'}, {tc.optimizer} "
@@ -394,11 +427,12 @@ def cmd_train(args, given=frozenset()) -> int:
         out_dir=args.out,
         resume=args.resume,
         overwrite=args.overwrite,
-        progress=not args.no_progress,
+        progress=not args.no_progress and say is print,
+        log=say,
         data_parallel=args.data_parallel,
     )
     s = result.summary
-    print(
+    say(
         f"{s['examples_per_second']:.0f} training examples/s (compile {s['compile_seconds']:.1f}s excluded); "
         f"wrote {args.out}/summary.json"
     )
@@ -463,6 +497,7 @@ SWEEP_FIELDS = {"dropout": "dropout_rate", "input_dropout": "input_dropout_rate"
 def cmd_sweep(args) -> int:
     import jaxmlp as jm
 
+    say = _join_processes(args)
     axes = {}
     for name in SWEEP_AXES:
         text = getattr(args, name)
@@ -493,7 +528,7 @@ def cmd_sweep(args) -> int:
         members = jm.grid(base, {n: axes[n] for n in swept}, seeds=args.seeds, hidden=hidden)
     ds = jm.load_dataset(args.dataset, args.data_dir, dev_size=args.dev_size, seed=args.seed)
     tc = _train_config(args, _model_config(args, ds.x_train.shape[1], ds.num_classes, hidden=hidden[0]))
-    print(
+    say(
         f"{ds.name}: {_count(len(members), 'member')} ({', '.join(swept) or 'no axes'}"
         f"{', hidden' if len(hidden) > 1 else ''} × {_count(args.seeds, 'seed')}), {_count(tc.epochs, 'epoch')} "
         f"→ {args.out}"
@@ -510,17 +545,18 @@ def cmd_sweep(args) -> int:
         data_seed=args.seed,
         axes=swept,
         out_dir=args.out,
+        log=say,
     )
     s, b = res.summary, res.summary["best"]
     if b is not None:
         which = [f"{n}={b[n]:g}" for n in swept] + ([f"hidden={b['hidden']}"] if len(hidden) > 1 else [])
-        print(
+        say(
             f"best member {b['member']}: dev {b['dev_accuracy']:.4f}, test {b['test_accuracy']:.4f}"
             + (f" ({', '.join(which)})" if which else "")
         )
     if args.halving or args.pbt:
-        print(f"{s['member_epochs']} member-epochs trained (a grid trains {s['members'] * s['epochs']})")
-    print(
+        say(f"{s['member_epochs']} member-epochs trained (a grid trains {s['members'] * s['epochs']})")
+    say(
         f"{s['diverged']} diverged; {s['examples_per_second']:.0f} examples/s over all members "
         f"(compile {s['compile_seconds']:.1f}s excluded); wrote {args.out}/results.csv"
     )
@@ -634,6 +670,7 @@ def _run(args, argv) -> int:
     import jax
 
     from jaxmlp import CheckpointError, DatasetError, RunInterrupted, TrainingDiverged
+    from jaxmlp.parallel import lost_contact as lost_contact
 
     try:
         if args.command == "train":
@@ -661,6 +698,14 @@ def _run(args, argv) -> int:
             )
         return EXIT_SIGNAL[e.signal_name]
     except (jax.errors.JaxRuntimeError, MemoryError) as e:
+        if lost_contact(e):
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(
+                f"jaxmlp: error: process {jax.process_index()} of {jax.process_count()}: another process of this "
+                f"run is gone ({first}); stopping (what process 0 wrote up to the last finished epoch is kept)",
+                file=sys.stderr,
+            )
+            return EXIT_LOST_PROCESS
         if not _out_of_memory(e):
             raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -675,9 +720,12 @@ def _run(args, argv) -> int:
 def console() -> None:
     """The installed ``jaxmlp`` command. After an interrupt it leaves at once (``os._exit``, once the
     output is flushed): XLA's threads may still be compiling, and a normal interpreter shutdown under
-    them can crash. Everything the run keeps is on disk by then."""
+    them can crash. Everything the run keeps is on disk by then. A process of a multi-process run that
+    fails leaves at once too: ``jax.distributed``'s shutdown at exit would wait for the others (which
+    then see it gone and stop with one line of their own)."""
     code = main()
-    if code in EXIT_SIGNAL.values():
+    several = "jax" in sys.modules and sys.modules["jax"].distributed.is_initialized()
+    if code in EXIT_SIGNAL.values() or (code != 0 and several):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -16,8 +16,18 @@ single-device epoch's, up to float summation order. The epoch draws its permutat
 
 Sweeps shard the member axis (``P("members")``) and replicate the data.
 
-Multi-host: call ``jax.distributed.initialize()`` on every host first; ``jax.devices()`` then lists
-every host's devices and the same code runs unchanged (see README).
+Several processes (hosts): ``initialize`` joins them through ``jax.distributed`` (JAX's own
+coordination service; on CPU the cross-process collectives are gloo). ``jax.devices()`` then lists
+every process's devices, the meshes above span them all, and the same programs run unchanged: every
+process runs the same code on the same data (each loads it itself), XLA's collectives exchange what the
+shardings say. ``to_host`` gathers member-sharded results onto every process; only process 0 writes
+files (``jaxmlp.run`` / ``jaxmlp.sweep``). When a process dies, the others' next collective fails
+(gloo: the connection is closed) with a ``jax.errors.JaxRuntimeError``, which ``lost_contact``
+recognizes; the command line turns it into one line and an immediate exit (code 4). Two cases stay
+JAX's own: when process 0, which hosts the coordination service, dies, the survivors' JAX client may
+abort them first (exit 134, JAX's multi-line log; the client's callback for this cannot be set from
+Python in JAX 0.10); a process that hangs without dying is declared dead by the coordinator after
+``HEARTBEAT_TIMEOUT`` seconds, with the same abort.
 """
 
 from functools import partial
@@ -30,6 +40,59 @@ from jax.sharding import PartitionSpec as P
 from jaxmlp import compiler, step
 from jaxmlp.data.batching import batch_indices
 from jaxmlp.mlp import loss_and_grads
+
+HEARTBEAT_TIMEOUT = 30  # seconds without a heartbeat after which JAX's coordinator declares a process dead
+
+
+def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None) -> int:
+    """Join the processes of one run with ``jax.distributed.initialize``, before anything else touches
+    JAX; returns the number of processes. With ``coordinator`` ("HOST:PORT" of process 0, reachable by
+    all), ``num_processes`` and ``process_id`` as given; without them, JAX's own cluster
+    auto-detection (SLURM, Open MPI, Kubernetes, Cloud TPU, …) when it finds a cluster, and one
+    process (nothing initialized) when it does not. ValueError (one line) for a wrong combination."""
+    given = (coordinator, num_processes, process_id)
+    if any(v is not None for v in given) and any(v is None for v in given):
+        raise ValueError("--coordinator, --num-processes and --process-id go together: give all three, or none")
+    if jax.distributed.is_initialized():  # joined already (a second command in this Python process)
+        return jax.process_count()
+    if coordinator is None:
+        try:
+            jax.distributed.initialize(heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT)
+        except ValueError:  # "coordinator_address should be defined": no cluster found, one process
+            return 1
+        except RuntimeError:  # JAX already started in this process (a library caller): it stays one process
+            return jax.process_count()
+    else:
+        host, _, port = coordinator.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"--coordinator takes HOST:PORT (process 0's address), got {coordinator!r}")
+        if num_processes < 1 or not 0 <= process_id < num_processes:
+            raise ValueError(
+                f"--process-id must lie in [0, --num-processes) and --num-processes be ≥ 1, got "
+                f"{process_id} and {num_processes}"
+            )
+        try:
+            jax.distributed.initialize(
+                coordinator, num_processes, process_id, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT
+            )
+        except RuntimeError as e:
+            raise ValueError(f"cannot join the processes of the run: {str(e).splitlines()[0]}") from None
+    # the backend starts lazily, so this still applies: CPU devices of several processes talk through gloo
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    return jax.process_count()
+
+
+def lost_contact(error: BaseException) -> bool:
+    """Whether ``error`` is a collective that failed because another process of the run is gone."""
+    return isinstance(error, jax.errors.JaxRuntimeError) and jax.process_count() > 1
+
+
+def global_put(tree, sharding):
+    """``tree`` (the same values on every process) placed with ``sharding``, which may span the devices
+    of every process: each process hands over the shards its own devices hold."""
+    if sharding is None:
+        return tree
+    return jax.device_put(jax.tree_util.tree_map(np.asarray, tree), sharding)
 
 
 def mesh(axis: str, devices=None) -> Mesh:

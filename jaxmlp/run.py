@@ -33,6 +33,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxmlp import checkpoint, memory, parallel, report, schedules
 from jaxmlp.data import Dataset, Normalizer, check_batch_size
@@ -289,7 +291,9 @@ def fit(
     ``summary["hyper_changes"]``. The cosine horizon is ``tc.epochs`` long unless ``hyper.total_steps``
     was set, so a longer ``epochs`` extends the schedule.
 
-    ``data_parallel=True`` shards every batch over all devices (``jaxmlp.parallel``).
+    ``data_parallel=True`` shards every batch over all devices, those of every process after
+    ``parallel.initialize`` (``jaxmlp.parallel``); then only process 0 writes ``out_dir`` (a resumed run
+    reads its checkpoint on every process: ``out_dir`` must be on a file system they share).
     Raises ``TrainingDiverged`` when the loss turns non-finite and ``RunInterrupted`` on a
     KeyboardInterrupt; in both cases the checkpoint of the last finished epoch and the outputs of every
     finished epoch (status ``"diverged"`` / ``"interrupted"``) stay on disk.
@@ -304,15 +308,17 @@ def fit(
         )
     steps_per_epoch = n_train // tc.batch_size
     hyper = with_cosine_horizon(hyper, tc, steps_per_epoch)
-    out = Path(out_dir) if out_dir is not None else None
+    writes = jax.process_index() == 0  # several processes: process 0 writes the outputs
+    out = Path(out_dir) if out_dir is not None and writes else None
     ckpt_path = out / "checkpoint.npz" if out is not None else None
-    if resume and (ckpt_path is None or not ckpt_path.is_file()):
-        raise checkpoint.CheckpointError(f"--resume: no checkpoint at {ckpt_path}")
+    resume_from = Path(out_dir) / "checkpoint.npz" if out_dir is not None else None
+    if resume and (resume_from is None or not resume_from.is_file()):
+        raise checkpoint.CheckpointError(f"--resume: no checkpoint at {resume_from}")
     hyper_arr = hyper.as_arrays()
     history, changes, start_epoch, best_acc, best_epoch, bad_epochs = [], [], 1, -1.0, 0, 0
     if resume:  # everything the checkpoint must agree with is checked before anything is compiled
-        meta, arrays = checkpoint.load(ckpt_path)
-        saved_tc, saved_hyper = _read_meta(ckpt_path, meta)
+        meta, arrays = checkpoint.load(resume_from)
+        saved_tc, saved_hyper = _read_meta(resume_from, meta)
         try:
             start_epoch = int(meta["epoch"]) + 1
             history = list(meta["history"])
@@ -343,8 +349,11 @@ def fit(
     try:
         data_shape = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in (ds.x_train, ds.y_train)]
         t0 = time.perf_counter()
+        replicated = None
         if data_parallel and jax.device_count() > 1:
-            epoch_fn = parallel.data_parallel_epoch(tc, parallel.mesh("data"))
+            data_mesh = parallel.mesh("data")
+            epoch_fn = parallel.data_parallel_epoch(tc, data_mesh)
+            replicated = NamedSharding(data_mesh, P())
         else:
             epoch_fn = epoch_program(tc)
         epoch_fn = epoch_fn.lower(ts_shape, hyper_arr, *data_shape).compile()
@@ -358,8 +367,8 @@ def fit(
         ts = init_state(jax.random.PRNGKey(tc.seed), tc, hyper_arr)
         best = jax.tree_util.tree_map(jnp.copy, {"params": eval_params(ts), "bn_state": ts.bn_state})
         if resume:
-            ts = checkpoint.restore(ts, arrays, "train", source=str(ckpt_path))
-            best = checkpoint.restore(best, arrays, "best", source=str(ckpt_path))
+            ts = checkpoint.restore(ts, arrays, "train", source=str(resume_from))
+            best = checkpoint.restore(best, arrays, "best", source=str(resume_from))
             if start_epoch > tc.epochs:
                 log(f"the checkpoint holds all {tc.epochs} epochs: nothing to train (ask for more epochs to continue)")
             elif tc.patience and bad_epochs >= tc.patience:
@@ -373,6 +382,8 @@ def fit(
             folder.abandon()  # a run that fails before its first epoch leaves no folder behind
         raise
     x_train, y_train = jax.device_put(ds.x_train), jax.device_put(ds.y_train)
+    if replicated is not None:  # the same values on every device of every process
+        ts, x_train, y_train = parallel.global_put((ts, ds.x_train, ds.y_train), replicated)
     train_seconds = sum(r["seconds"] for r in history)
 
     def summary(status, test=(None, None)):
@@ -395,7 +406,8 @@ def fit(
             "hyper": hyper.to_dict(),
             "hyper_changes": changes,
             "backend": jax.default_backend(),
-            "devices": jax.device_count() if data_parallel else 1,
+            "devices": jax.device_count() if replicated is not None else 1,
+            "processes": jax.process_count() if replicated is not None else 1,
         }
 
     def write(status, curves=False, test=(None, None)):

@@ -303,7 +303,8 @@ def run_sweep(
     segment_ends(tc.epochs, halving, pbt)  # the search's own mistakes, before the folder is touched
     if pbt is not None and not axes:
         raise ValueError("PBT perturbs the swept hyperparameters: sweep at least one (give an axis several values)")
-    folder = OutputFolder.claim(out_dir, resume=False, overwrite=overwrite) if out_dir is not None else None
+    writes = out_dir is not None and jax.process_index() == 0  # several processes: process 0 writes
+    folder = OutputFolder.claim(out_dir, resume=False, overwrite=overwrite) if writes else None
     try:
         result, best = _sweep(
             ds, tc, members, chunk_size, shared_order, (halving, pbt), data_seed, n_devices, axes, log
@@ -360,9 +361,9 @@ def _sweep(ds, tc, members, chunk_size, shared_order, search_, data_seed, n_devi
     x_train, y_train = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
     x_dev, y_dev = jnp.asarray(ds.x_dev), jnp.asarray(ds.y_dev)
     x_test, y_test = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
-    if replicated is not None:
-        x_train, y_train, x_dev, y_dev, x_test, y_test = jax.device_put(
-            (x_train, y_train, x_dev, y_dev, x_test, y_test), replicated
+    if replicated is not None:  # the same values on every device of every process
+        x_train, y_train, x_dev, y_dev, x_test, y_test = parallel.global_put(
+            (ds.x_train, ds.y_train, ds.x_dev, ds.y_dev, ds.x_test, ds.y_test), replicated
         )
     epoch_fn = make_epoch(wide_tc, shared_order)
     eval_fn = make_eval(wide_tc.model)
@@ -418,9 +419,7 @@ def _sweep(ds, tc, members, chunk_size, shared_order, search_, data_seed, n_devi
             ids = slots[c0 : c0 + size]
             if pop is None:
                 part = [members[i] for i in ids]
-                tree = stack_members(part + [part[-1]] * (size - len(part)), tc, wide_tc)
-                if sharding is not None:
-                    tree = jax.device_put(tree, sharding)
+                tree = parallel.global_put(stack_members(part + [part[-1]] * (size - len(part)), tc, wide_tc), sharding)
             else:
                 tree = pop[ci]
             ts, masks, hyper = tree

@@ -297,6 +297,16 @@ def test_output_folder_mistakes(idx_dir, finished_run, tmp_path, capsys):
             small_sweep("--random", "0"),
             "--random takes a number of points ≥ 1, got 0",
         ),
+        (small_sweep("--coordinator", "127.0.0.1:1234"), "--coordinator, --num-processes and --process-id go together"),
+        (
+            small_sweep("--coordinator", "localhost", "--num-processes", "2", "--process-id", "0"),
+            "--coordinator takes HOST:PORT",
+        ),
+        (
+            small_sweep("--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"),
+            r"--process-id must lie in \[0, --num-processes\)",
+        ),
+        (small_train(idx_dir, tmp_path / "r", "--num-processes", "2"), "need --data-parallel"),
         (small_sweep("--halving", "1"), "the halving rate η must be an integer ≥ 2, got 1"),
         (small_sweep("--pbt", "2", "--learning-rate", "1e-3"), "PBT perturbs the swept hyperparameters"),
         (small_sweep("--pbt", "2", "--halving", "3"), "give --halving or --pbt, not both"),

@@ -1,0 +1,187 @@
+"""Several real processes on 127.0.0.1 through jax.distributed (gloo collectives on CPU): a data-parallel
+run and a sweep equal their one-process twins, and a process that dies stops the others with one line.
+
+Each test starts its processes with ``python -m jaxmlp.cli`` (the installed command's code) on a free
+port; every process loads the data itself."""
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from jaxmlp import checkpoint
+
+from helpers import make_idx_dataset
+
+TIMEOUT = 240  # seconds for a whole multi-process command (start-up, compile, a few tiny epochs)
+
+
+@pytest.fixture(scope="module")
+def idx_dir(tmp_path_factory):
+    return make_idx_dataset(tmp_path_factory.mktemp("idx"), n_train=1000, n_test=200)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def command(*args):
+    return [sys.executable, "-m", "jaxmlp.cli", *map(str, args)]
+
+
+def env(devices: int = 1):
+    e = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return e
+
+
+def start_processes(args, n=2, log_dir=None):
+    """``n`` processes of ``jaxmlp ARGS`` joined through a coordinator on a free local port."""
+    port = free_port()
+    procs = []
+    for i in range(n):
+        out = open(log_dir / f"p{i}.log", "w") if log_dir else subprocess.PIPE
+        procs.append(
+            subprocess.Popen(
+                command(*args, "--coordinator", f"127.0.0.1:{port}", "--num-processes", n, "--process-id", i),
+                stdout=out,
+                stderr=subprocess.STDOUT if log_dir else subprocess.PIPE,
+                text=True,
+                env=env(),
+            )
+        )
+    return procs
+
+
+def finish(procs):
+    outs = [p.communicate(timeout=TIMEOUT) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, f"{out}\n{err}"
+    return outs
+
+
+def train_args(idx_dir, out, *more):
+    return [
+        "train",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        idx_dir,
+        "--dev-size",
+        200,
+        "--hidden",
+        32,
+        "--batch-size",
+        50,
+        "--learning-rate",
+        3e-3,
+        "--dropout",
+        0.2,
+        "--no-progress",
+        "--data-parallel",
+        "--out",
+        out,
+        *more,
+    ]
+
+
+def test_a_two_process_data_parallel_run_equals_one_process_on_two_devices(idx_dir, tmp_path):
+    """2 processes × 1 CPU device against 1 process × 2 forced host devices: the same global mesh of 2,
+    so the same program; the parameters agree to float32 summation order (1e-5 relative after 3 epochs
+    of Adam, batch norm off, dropout on). Only process 0 writes, and it records the devices and processes."""
+    one = tmp_path / "one"
+    r = subprocess.run(
+        command(*train_args(idx_dir, one, "--epochs", 3)), capture_output=True, text=True, env=env(2), timeout=TIMEOUT
+    )
+    assert r.returncode == 0, r.stderr
+    two = tmp_path / "two"
+    (out0, _), (out1, _) = finish(start_processes(train_args(idx_dir, two, "--epochs", 3)))
+    assert "test accuracy" in out0 and "test accuracy" not in out1  # process 0 speaks, the others are quiet
+    (_, a), (_, b) = (checkpoint.load(d / "checkpoint.npz") for d in (one, two))
+    assert a.keys() == b.keys() and len(a) > 10  # the training state (Adam's moments too) and the best model
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    s1, s2 = (json.loads((d / "summary.json").read_text()) for d in (one, two))
+    assert (s1["devices"], s1["processes"]) == (2, 1) and (s2["devices"], s2["processes"]) == (2, 2)
+    assert s2["dev_accuracy"] == s1["dev_accuracy"] and s2["test_accuracy"] == s1["test_accuracy"]
+    assert sorted(p.name for p in two.iterdir()) == ["checkpoint.npz", "curves.png", "metrics.csv", "summary.json"]
+
+
+def sweep_args(idx_dir, out, *more):
+    return [
+        "sweep",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        idx_dir,
+        "--dev-size",
+        200,
+        "--hidden",
+        "16/32",
+        "--learning-rate",
+        "1e-3,1e-2,1e-1",
+        "--batch-size",
+        50,
+        "--epochs",
+        2,
+        "--out",
+        out,
+        *more,
+    ]
+
+
+def test_a_two_process_sweep_writes_the_one_process_results(idx_dir, tmp_path):
+    """6 members sharded 3 + 3 over two processes, with successive halving (re-stacked 6 → 3 members
+    across processes): results.csv equals the one-process sweep's (accuracies exactly, losses to
+    float32 summation order)."""
+    one = tmp_path / "one"
+    r = subprocess.run(
+        command(*sweep_args(idx_dir, one, "--halving", 2)), capture_output=True, text=True, env=env(), timeout=TIMEOUT
+    )
+    assert r.returncode == 0, r.stderr
+    two = tmp_path / "two"
+    finish(start_processes(sweep_args(idx_dir, two, "--halving", 2)))
+    rows1, rows2 = (list(csv.DictReader(open(d / "results.csv"))) for d in (one, two))
+    assert len(rows1) == len(rows2) == 6
+    for a, b in zip(rows1, rows2):
+        assert a.keys() == b.keys()
+        for k in a:
+            if k == "train_loss":
+                np.testing.assert_allclose(float(a[k]), float(b[k]), rtol=1e-5)
+            else:
+                assert a[k] == b[k], k
+    s = json.loads((two / "summary.json").read_text())
+    assert (s["devices"], s["processes"], s["population"]) == (2, 2, [6, 3])
+
+
+def test_when_a_process_dies_the_other_stops_with_one_line(idx_dir, tmp_path):
+    """Kill process 1 (SIGKILL) mid-run: process 0's next collective fails and it exits with code 4 and
+    one line, within seconds (README states the bound: at once at the next collective, at most
+    jaxmlp.parallel.HEARTBEAT_TIMEOUT seconds for a process that hangs)."""
+    out = tmp_path / "run"
+    p0, p1 = start_processes(train_args(idx_dir, out, "--epochs", 1000), log_dir=tmp_path)
+    deadline = time.time() + TIMEOUT
+    while "epoch   3" not in (tmp_path / "p0.log").read_text():
+        assert p0.poll() is None and time.time() < deadline, (tmp_path / "p0.log").read_text()
+        time.sleep(0.2)
+    p1.kill()
+    killed = time.time()
+    p0.wait(timeout=60)
+    seconds = time.time() - killed
+    log = (tmp_path / "p0.log").read_text()
+    assert p0.returncode == 4, log
+    assert seconds < 15, seconds
+    errors = [line for line in log.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith(
+        "jaxmlp: error: process 0 of 2: another process of this run is gone"
+    )
+    assert "Traceback" not in log
+    assert (out / "checkpoint.npz").is_file()  # the finished epochs are kept
