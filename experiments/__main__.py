@@ -21,7 +21,16 @@ import jax
 import jaxmlp as jm
 from jaxmlp import report
 
-NAMES = ["seed_reproduction", "activations", "optimizers", "regularization", "sweep_lr_l2", "best_mlp"]
+NAMES = [
+    "seed_reproduction",
+    "activations",
+    "optimizers",
+    "regularization",
+    "sweep_lr_l2",
+    "search_budget",
+    "best_mlp",
+    "push_fashion",
+]
 HERE = Path(__file__).resolve().parent
 
 

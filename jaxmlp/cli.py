@@ -296,7 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="each member shuffles the data with its own key (default: one shared order)",
     )
     w.add_argument(
-        "--chunk-size", type=int, default=None, help="members per compiled run (default: as many as fit in memory)"
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="members per compiled program, 1: each member alone as a single run (default: the fastest layout "
+        "of a short timed probe, within memory)",
     )
     s_ = w.add_argument_group("search over the members (default: every member trains every epoch)")
     s_.add_argument(

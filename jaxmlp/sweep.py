@@ -51,7 +51,7 @@ from jaxmlp import compiler, memory, parallel, report, search
 from jaxmlp.data import Dataset, batch_indices, check_batch_size
 from jaxmlp.hyper import Hyper, align, validate
 from jaxmlp.hyper import stack as stack_hypers
-from jaxmlp.mlp import MLPConfig, _loss_and_grads, forward
+from jaxmlp.mlp import MLPConfig, _loss_and_grads, forward, loss_and_grads
 from jaxmlp.run import OutputFolder, first_nonfinite, save_run
 from jaxmlp.search import segment_ends
 from jaxmlp.step import TrainConfig, _epoch, eval_params, init_state, with_cosine_horizon
@@ -161,7 +161,11 @@ def padded_config(tc: TrainConfig, members) -> TrainConfig:
 
 def narrow_config(tc: TrainConfig, member: Member) -> TrainConfig:
     """``tc`` with the member's own hidden widths."""
-    return replace(tc, model=replace(tc.model, sizes=(tc.model.sizes[0], *member.hidden, tc.model.sizes[-1])))
+    return _with_hidden(tc, member.hidden)
+
+
+def _with_hidden(tc: TrainConfig, hidden) -> TrainConfig:
+    return replace(tc, model=replace(tc.model, sizes=(tc.model.sizes[0], *hidden, tc.model.sizes[-1])))
 
 
 def member_state(member: Member, tc: TrainConfig, wide_tc: TrainConfig):
@@ -237,6 +241,65 @@ def make_epoch(wide_tc: TrainConfig, shared_order: bool, donate: bool = True):
 
     fn = jax.vmap(one, in_axes=(0, 0, None, None, None, 0))
     return jax.jit(fn, donate_argnums=0 if donate else (), compiler_options=compiler.epoch_options())
+
+
+def make_member_epoch(tc: TrainConfig, hidden, shared_order: bool, donate: bool = True):
+    """One member trained by the single-run program (no vmap, its own ``hidden`` widths, the single
+    run's weight-gradient layout), behind ``make_epoch``'s signature over a member axis of 1:
+    ``epoch(ts, hyper, x, y, idx, masks) -> (ts, metrics)``. The padded state is cut to the member's
+    widths before the epoch and put back after it (padding stays 0); ``masks`` are not needed. This is
+    the sweep's layout of one member per program: exactly a single run's work."""
+    narrow = _with_hidden(tc, hidden)
+    grad_fn = partial(loss_and_grads, config=narrow.model)
+
+    def one(ts, hyper, x, y, idx, masks):
+        ts, hyper = jax.tree_util.tree_map(lambda a: a[0], (ts, hyper))
+        shapes = jax.eval_shape(lambda h: init_state(jax.random.PRNGKey(0), narrow, h), hyper)
+        small = unpad(ts, shapes)
+        small, metrics = _epoch(small, hyper, x, y, narrow, idx if shared_order else None, grad_fn)
+        ts = jax.tree_util.tree_map(lambda w, n: w.at[tuple(slice(0, d) for d in n.shape)].set(n), ts, small)
+        return jax.tree_util.tree_map(lambda a: a[None], (ts, metrics))
+
+    return jax.jit(one, donate_argnums=0 if donate else (), compiler_options=compiler.epoch_options())
+
+
+PROBE_MEMBER_STEPS = 64  # member-steps in one timed run of a layout probe
+PROBE_MIN_WORK = 2_000  # member-steps a sweep must hold before a probe is worth its compiles
+
+
+def layout_candidates(k: int, n_dev: int, fit: int) -> list:
+    """Members per program worth timing: 1 (the single-run program; one device), n_dev × 4^i, and as
+    many as fit in memory (at most the members there are)."""
+    top = max(n_dev, min(fit, _padded(k, n_dev)))
+    found = {top} | ({1} if n_dev == 1 else set())
+    c = n_dev * (4 if n_dev == 1 else 1)
+    while c < top:
+        found.add(c)
+        c *= 4
+    return sorted(found)
+
+
+def probe_layouts(candidates, members, tc: TrainConfig, wide_tc: TrainConfig, x, y, sharding=None, repeats: int = 3):
+    """{members per program: seconds per member-step}, timed (median of ``repeats`` runs after a warm-up)
+    on a few steps of each candidate's program, with the first members of the sweep and the data it trains
+    on. The candidate with the fewest seconds per member-step is the sweep's fastest layout here."""
+    steps = x.shape[0] // tc.batch_size
+    rates = {}
+    for c in candidates:
+        part = members[:c] + [members[-1]] * max(0, c - len(members))
+        ts, masks, hyper = parallel.global_put(stack_members(part, tc, wide_tc), sharding)
+        n = min(steps, max(2, math.ceil(PROBE_MEMBER_STEPS / c)))
+        idx = batch_indices(jax.random.PRNGKey(0), x.shape[0], tc.batch_size)[:n]
+        fn = make_member_epoch(tc, part[0].hidden, True, donate=False) if c == 1 else make_epoch(wide_tc, True, False)
+        fn = fn.lower(ts, hyper, x, y, idx, masks).compile()
+        jax.block_until_ready(fn(ts, hyper, x, y, idx, masks))
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            jax.block_until_ready(fn(ts, hyper, x, y, idx, masks))
+            times.append(time.perf_counter() - t)
+        rates[c] = float(np.median(times)) / (c * n)
+    return rates
 
 
 def make_eval(config: MLPConfig):
@@ -365,6 +428,15 @@ def _sweep(ds, tc, members, chunk_size, shared_order, search_, data_seed, n_devi
         x_train, y_train, x_dev, y_dev, x_test, y_test = parallel.global_put(
             (ds.x_train, ds.y_train, ds.x_dev, ds.y_dev, ds.x_test, ds.y_test), replicated
         )
+    probe, probe_s = {}, 0.0
+    if chunk_size is None and k > 1 and k * tc.epochs * steps >= PROBE_MIN_WORK:
+        t = time.perf_counter()
+        probe = probe_layouts(layout_candidates(k, n_dev, chunk), members, tc, wide_tc, x_train, y_train, sharding)
+        chunk, probe_s = min(probe, key=probe.get), time.perf_counter() - t
+        log(
+            f"layout: {chunk} member{'s' if chunk > 1 else ''} per program, the fastest of "
+            f"{', '.join(map(str, probe))} in a {probe_s:.1f}s probe"
+        )
     epoch_fn = make_epoch(wide_tc, shared_order)
     eval_fn = make_eval(wide_tc.model)
     data_key = jax.random.PRNGKey(data_seed)
@@ -392,22 +464,26 @@ def _sweep(ds, tc, members, chunk_size, shared_order, search_, data_seed, n_devi
     member_epochs, population = 0, []
     best, ts = None, None
 
-    def program(tree):
+    def program(tree, hidden):
+        """The compiled epoch for a chunk of this many members: vmapped, or for one member on one device
+        the single-run program at its own widths."""
         nonlocal compile_s
         ts_, masks_, hyper_ = tree
         size = jax.tree_util.tree_leaves(ts_.params)[0].shape[0]
-        if size not in programs:
+        key = (size, hidden if size == 1 and n_dev == 1 else None)
+        if key not in programs:
+            fn = make_member_epoch(tc, hidden, shared_order) if key[1] is not None else epoch_fn
             idx0 = batch_indices(jax.random.fold_in(data_key, 0), n_train, tc.batch_size)
             t = time.perf_counter()
-            programs[size] = epoch_fn.lower(ts_, hyper_, x_train, y_train, idx0, masks_).compile()
+            programs[key] = fn.lower(ts_, hyper_, x_train, y_train, idx0, masks_).compile()
             compile_s += time.perf_counter() - t
             memory.check(
-                memory.program_bytes(programs[size]) or 0,
+                memory.program_bytes(programs[key]) or 0,
                 have,
                 f"the compiled epoch of {size} members at a time",
                 "give a smaller --chunk-size, or use narrower --hidden layers",
             )
-        return programs[size]
+        return programs[key]
 
     slots, pop, start = list(range(k)), None, 0  # pop: the chunks' (ts, masks, hyper), kept between segments
     for end in ends:
@@ -423,7 +499,7 @@ def _sweep(ds, tc, members, chunk_size, shared_order, search_, data_seed, n_devi
             else:
                 tree = pop[ci]
             ts, masks, hyper = tree
-            fn = program(tree)
+            fn = program(tree, hidden_now[ids[0]])
             for e in range(start, end):
                 idx = batch_indices(jax.random.fold_in(data_key, e), n_train, tc.batch_size)
                 t = time.perf_counter()
@@ -533,13 +609,15 @@ def _sweep(ds, tc, members, chunk_size, shared_order, search_, data_seed, n_devi
         ),
         "member_epochs": int(member_epochs),
         "population": population,
-        "compiled_member_counts": sorted(programs),
+        "compiled_member_counts": sorted({size for size, _ in programs}),
         "seconds": train_s,
         "compile_seconds": compile_s,
         "examples_per_second": examples / train_s if train_s > 0 else float("nan"),
         "diverged": sum(r["diverged"] for r in rows),
         "shared_data_order": shared_order,
         "chunk_size": chunk,
+        "layout_probe": {str(c): 1 / sec for c, sec in probe.items()},  # member-steps per second
+        "probe_seconds": probe_s,
         "devices": n_dev,
         "processes": jax.process_count(),
         "backend": jax.default_backend(),

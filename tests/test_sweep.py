@@ -417,3 +417,56 @@ def test_pbt_with_chunks_and_widths_copies_the_width_too(tiny):
     assert copied[0]["hidden"] == "4" and copied[0]["final_hidden"] == "16"
     source = int(copied[0]["lineage"].split("@")[0])
     assert source in (0, 1, 3) and res.rows[2]["dev_accuracy"] > 0.5  # it now trains like its source
+
+
+# ---------------------------------------------------------------------------------------------
+# The layout: members per program, one member per program being the single-run program
+
+
+def test_one_member_per_program_is_the_single_run_program(tiny):
+    """chunk_size=1 trains each member with the unvmapped program at its own widths: a narrow member
+    ends where train_alone (the library's epoch, same data order) ends, bit for bit, and its padding
+    stays 0; PBT and halving work across such one-member chunks."""
+    tc = tc_for(hidden=(32,))
+    members = sweep.grid(Hyper(), {"learning_rate": [3e-3, 1e-2]}, hidden=[(32,), (8,)])
+    res = sweep.run_sweep(tiny, tc, members, chunk_size=1, log=lambda s: None)
+    assert res.summary["compiled_member_counts"] == [1]
+    ts_wide = res.final_state  # the last chunk: members[3], 8 units
+    m = members[3]
+    _, alone = train_alone(tiny, tc, m)
+    mine = sweep.unpad(jax.tree_util.tree_map(lambda a: a[0], ts_wide), alone)
+    for a, b in zip(jax.tree_util.tree_leaves(mine), jax.tree_util.tree_leaves(alone)):
+        np.testing.assert_array_equal(a, b)
+    assert not np.asarray(ts_wide.params[0]["W"][0])[:, 8:].any()
+    vmapped = sweep.run_sweep(tiny, tc, members, log=lambda s: None)
+    for a, b in zip(res.rows, vmapped.rows):
+        np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=RTOL)
+    pbt = sweep.run_sweep(tiny, tc, members, chunk_size=1, pbt=1, axes=["learning_rate"], log=lambda s: None)
+    assert pbt.summary["member_epochs"] == 12 and any(r["lineage"] for r in pbt.rows)
+    halving = sweep.run_sweep(tiny, tc, members, chunk_size=1, halving=2, log=lambda s: None)
+    assert halving.summary["member_epochs"] == 4 * 2 + 2 * 1  # rungs after 2 (3/2 rounded) and 3 epochs
+
+
+def test_layout_candidates():
+    assert sweep.layout_candidates(64, 1, 64) == [1, 4, 16, 64]
+    assert sweep.layout_candidates(10, 1, 64) == [1, 4, 10]
+    assert sweep.layout_candidates(64, 1, 8) == [1, 4, 8]  # memory caps the chunk
+    assert sweep.layout_candidates(6, 2, 64) == [2, 6]  # several devices: multiples of their count, no 1
+    assert sweep.layout_candidates(1, 1, 1) == [1]
+
+
+def test_the_sweep_times_its_layouts_and_takes_the_fastest(tiny, monkeypatch):
+    """Without a chunk size (and enough work to be worth it) a short timed probe picks the members per
+    program; the probe's numbers are in the summary and the pick is their fastest."""
+    tc = tc_for(hidden=(16,), epochs=1)
+    members = sweep.grid(Hyper(), {"learning_rate": list(np.geomspace(1e-3, 1e-1, 5))})
+    lines = []
+    monkeypatch.setattr(sweep, "PROBE_MIN_WORK", 0)
+    res = sweep.run_sweep(tiny, tc, members, log=lines.append)
+    probe = {int(c): rate for c, rate in res.summary["layout_probe"].items()}
+    assert sorted(probe) == [1, 4, 5] and all(rate > 0 for rate in probe.values())
+    assert res.summary["chunk_size"] == max(probe, key=probe.get)
+    assert any(line.startswith("layout: ") for line in lines)
+    monkeypatch.setattr(sweep, "PROBE_MIN_WORK", 10**9)  # a small sweep: no probe, every member at once
+    res = sweep.run_sweep(tiny, tc, members, log=lambda s: None)
+    assert res.summary["layout_probe"] == {} and res.summary["chunk_size"] == 5
