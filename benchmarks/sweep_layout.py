@@ -60,7 +60,7 @@ def cell(k, hidden, x, y, repeats):
         fns["after"] = vmapped(c)
     times = interleaved(fns, repeats)
     after = times["after"] if "after" in times else times["before"]
-    runs = {"single": k, "before": 1, "after": k // c}  # programs per epoch of all K members
+    runs = {"single": k, "before": 1, "after": -(-k // c)}  # programs per epoch of all K members (⌈K/c⌉)
     examples = k * steps * tc.batch_size
     return {
         "net": "784-" + "-".join(map(str, hidden)) + "-10",

@@ -553,7 +553,9 @@ def cmd_sweep(args) -> int:
     )
     s, b = res.summary, res.summary["best"]
     if b is not None:
-        which = [f"{n}={b[n]:g}" for n in swept] + ([f"hidden={b['hidden']}"] if len(hidden) > 1 else [])
+        # with PBT, the values the member ended with (those its checkpoint holds)
+        which = [f"{n}={b.get('final_' + n, b[n]):g}" for n in swept]
+        which += [f"hidden={b.get('final_hidden', b['hidden'])}"] if len(hidden) > 1 else []
         say(
             f"best member {b['member']}: dev {b['dev_accuracy']:.4f}, test {b['test_accuracy']:.4f}"
             + (f" ({', '.join(which)})" if which else "")
@@ -674,7 +676,7 @@ def _run(args, argv) -> int:
     import jax
 
     from jaxmlp import CheckpointError, DatasetError, RunInterrupted, TrainingDiverged
-    from jaxmlp.parallel import lost_contact as lost_contact
+    from jaxmlp.parallel import lost_contact
 
     try:
         if args.command == "train":
@@ -702,8 +704,8 @@ def _run(args, argv) -> int:
             )
         return EXIT_SIGNAL[e.signal_name]
     except (jax.errors.JaxRuntimeError, MemoryError) as e:
-        if lost_contact(e):
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if lost_contact(e) and not _out_of_memory(e):
             print(
                 f"jaxmlp: error: process {jax.process_index()} of {jax.process_count()}: another process of this "
                 f"run is gone ({first}); stopping (what process 0 wrote up to the last finished epoch is kept)",
@@ -712,7 +714,6 @@ def _run(args, argv) -> int:
             return EXIT_LOST_PROCESS
         if not _out_of_memory(e):
             raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(
             f"jaxmlp: error: out of memory ({first}); use narrower --hidden layers, a smaller --batch-size or, "
             "for sweeps, a smaller --chunk-size",

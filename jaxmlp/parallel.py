@@ -82,9 +82,17 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     return jax.process_count()
 
 
+LOST_SIGNS = ("gloo", "connection", "unavailable", "heartbeat", "socket closed")  # in the runtime's message
+
+
 def lost_contact(error: BaseException) -> bool:
-    """Whether ``error`` is a collective that failed because another process of the run is gone."""
-    return isinstance(error, jax.errors.JaxRuntimeError) and jax.process_count() > 1
+    """Whether ``error`` is a collective that failed because another process of the run is gone: a
+    runtime error of a multi-process run whose message speaks of the transport (gloo's "Connection
+    closed by peer", the coordinator's "UNAVAILABLE", …)."""
+    if not (isinstance(error, jax.errors.JaxRuntimeError) and jax.process_count() > 1):
+        return False
+    text = str(error).lower()
+    return any(sign in text for sign in LOST_SIGNS)
 
 
 def global_put(tree, sharding):
@@ -145,3 +153,21 @@ def to_host(tree):
     from jax.experimental import multihost_utils
 
     return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def agree(value: int) -> int:
+    """Process 0's ``value`` on every process (a decision each process made from its own timing)."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
+
+
+def smallest(value: int) -> int:
+    """The smallest of every process's ``value`` (a size each process chose from its own free memory)."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    return int(np.min(multihost_utils.process_allgather(np.int32(value))))

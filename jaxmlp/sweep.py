@@ -5,7 +5,7 @@ Contract::
     tc = TrainConfig(model=MLPConfig(sizes=(784, 100, 10)), epochs=5)
     members = grid(Hyper(), {"learning_rate": [1e-3, 1e-2], "l2": [0, 1e-4]}, seeds=2, hidden=[(100,)])
     result = run_sweep(ds, tc, members, chunk_size=None, axes=["learning_rate", "l2"],
-                       out_dir="runs/sweep1")
+                       out_dir="runs/sweep1")          # halving=3 or pbt=2: a search (jaxmlp.search)
     result.rows        # one dict per member: its hyperparameters, train_loss, dev/test accuracy, diverged
 
     # the pieces run_sweep is made of, for a sweep loop of one's own:
@@ -31,7 +31,14 @@ How it works:
   - A member whose loss turns non-finite is reported ``diverged`` with its first bad step; lanes of a
     vmap never mix, so it cannot poison the others.
   - ``chunk_size``: members run in chunks of this size, one after the other (same compiled program);
-    on several devices the member axis is sharded over a ``jax.sharding.Mesh`` with ``NamedSharding``.
+    on several devices (of one or several processes) the member axis is sharded over a
+    ``jax.sharding.Mesh`` with ``NamedSharding``. A chunk of one member runs the single-run program at
+    the member's own widths (``make_member_epoch``), not a vmap of one. Without ``chunk_size`` a sweep
+    with enough work times a few steps of each candidate (``layout_candidates``, ``probe_layouts``)
+    and takes the fastest, never more members at a time than fit in memory.
+  - ``halving=η`` / ``pbt=INTERVAL`` (``jaxmlp.search``): training stops at the rungs or PBT steps; the
+    population is then gathered on the device (survivors re-stacked into a smaller member axis, or
+    PBT's copies in place) and training goes on. A plain sweep is the one-segment case.
 """
 
 from __future__ import annotations
@@ -53,7 +60,6 @@ from jaxmlp.hyper import Hyper, align, validate
 from jaxmlp.hyper import stack as stack_hypers
 from jaxmlp.mlp import MLPConfig, _loss_and_grads, forward, loss_and_grads
 from jaxmlp.run import OutputFolder, first_nonfinite, save_run
-from jaxmlp.search import segment_ends
 from jaxmlp.step import TrainConfig, _epoch, eval_params, init_state, with_cosine_horizon
 
 SWEEPABLE = (
@@ -175,16 +181,24 @@ def member_state(member: Member, tc: TrainConfig, wide_tc: TrainConfig):
     narrow = init_state(jax.random.PRNGKey(member.seed), narrow_config(tc, member), hyper)
     wide = init_state(jax.random.PRNGKey(member.seed), wide_tc, hyper._replace(init_scale=jnp.float32(0)))
 
-    def put(w, n):
-        return w.at[tuple(slice(0, s) for s in n.shape)].set(n)
-
-    ts = jax.tree_util.tree_map(put, wide, narrow)
+    ts = repad(wide, narrow)
     masks = tuple((jnp.arange(W) < w).astype(jnp.float32) for W, w in zip(wide_tc.model.sizes[1:-1], member.hidden))
     return ts, masks
 
 
 def unpad(tree_wide, tree_narrow_template):
+    """The narrow member's part of a padded tree (the leading corner of every leaf)."""
     return jax.tree_util.tree_map(lambda w, n: w[tuple(slice(0, s) for s in n.shape)], tree_wide, tree_narrow_template)
+
+
+def repad(tree_wide, tree_narrow):
+    """``tree_wide`` with its leading corners replaced by ``tree_narrow`` (the inverse of ``unpad``)."""
+    return jax.tree_util.tree_map(lambda w, n: w.at[tuple(slice(0, s) for s in n.shape)].set(n), tree_wide, tree_narrow)
+
+
+def _filled(part: list, size: int) -> list:
+    """``part`` padded to ``size`` members with copies of its last (a fixed shape: one program)."""
+    return part + [part[-1]] * (size - len(part))
 
 
 def stack(trees):
@@ -257,7 +271,7 @@ def make_member_epoch(tc: TrainConfig, hidden, shared_order: bool, donate: bool 
         shapes = jax.eval_shape(lambda h: init_state(jax.random.PRNGKey(0), narrow, h), hyper)
         small = unpad(ts, shapes)
         small, metrics = _epoch(small, hyper, x, y, narrow, idx if shared_order else None, grad_fn)
-        ts = jax.tree_util.tree_map(lambda w, n: w.at[tuple(slice(0, d) for d in n.shape)].set(n), ts, small)
+        ts = repad(ts, small)
         return jax.tree_util.tree_map(lambda a: a[None], (ts, metrics))
 
     return jax.jit(one, donate_argnums=0 if donate else (), compiler_options=compiler.epoch_options())
@@ -281,12 +295,16 @@ def layout_candidates(k: int, n_dev: int, fit: int) -> list:
 
 def probe_layouts(candidates, members, tc: TrainConfig, wide_tc: TrainConfig, x, y, sharding=None, repeats: int = 3):
     """{members per program: seconds per member-step}, timed (median of ``repeats`` runs after a warm-up)
-    on a few steps of each candidate's program, with the first members of the sweep and the data it trains
-    on. The candidate with the fewest seconds per member-step is the sweep's fastest layout here."""
+    on a few steps of each candidate's program, with the first members of the sweep (one member: the
+    widest, the slowest alone) and the data it trains on. The candidate with the fewest seconds per
+    member-step is the sweep's fastest layout here."""
     steps = x.shape[0] // tc.batch_size
     rates = {}
     for c in candidates:
-        part = members[:c] + [members[-1]] * max(0, c - len(members))
+        if c == 1:  # the single-run program at the widest member's widths: its slowest member
+            part = [max(members, key=lambda m: sum(m.hidden))]
+        else:
+            part = _filled(members[:c], c)
         ts, masks, hyper = parallel.global_put(stack_members(part, tc, wide_tc), sharding)
         n = min(steps, max(2, math.ceil(PROBE_MEMBER_STEPS / c)))
         idx = batch_indices(jax.random.PRNGKey(0), x.shape[0], tc.batch_size)[:n]
@@ -329,7 +347,8 @@ class SweepResult:
     rows: list
     summary: dict
     history: list = field(default_factory=list)  # per epoch: (K,) train_loss and dev_accuracy (NaN: not trained)
-    final_state: object = None  # the last chunk's padded TrainState, leading member axis
+    # the last chunk's padded TrainState, leading member axis (global arrays on several processes)
+    final_state: object = None
     pbt_schedule: list = field(default_factory=list)  # PBT: per member, its hyperparameters after each step
 
 
@@ -363,7 +382,7 @@ def run_sweep(
         raise ValueError("a sweep needs at least one member")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk size must be ≥ 1, got {chunk_size}")
-    segment_ends(tc.epochs, halving, pbt)  # the search's own mistakes, before the folder is touched
+    search.segment_ends(tc.epochs, halving, pbt)  # the search's own mistakes, before the folder is touched
     if pbt is not None and not axes:
         raise ValueError("PBT perturbs the swept hyperparameters: sweep at least one (give an axis several values)")
     writes = out_dir is not None and jax.process_index() == 0  # several processes: process 0 writes
@@ -386,15 +405,15 @@ def _padded(n: int, multiple: int) -> int:
     return int(math.ceil(n / multiple) * multiple)
 
 
-def _sweep(ds, tc, members, chunk_size, shared_order, search_, data_seed, n_devices, axes, log):
+def _sweep(ds, tc, members, chunk_size, shared_order, how, data_seed, n_devices, axes, log):
     """run_sweep's training and evaluation: (SweepResult, the best member or None).
 
     The members still training sit in slots of a population split into chunks of one size. Each segment
     (the epochs up to the next halving rung or PBT step, or all of them) trains every chunk; between
     segments the population is gathered on the device: the survivors of a rung (re-stacked, a smaller
     member axis) or PBT's copies. A plain sweep has one segment and stacks each chunk only when it runs."""
-    halving, pbt = search_
-    ends = segment_ends(tc.epochs, halving, pbt)
+    halving, pbt = how
+    ends = search.segment_ends(tc.epochs, halving, pbt)
     n_train = ds.x_train.shape[0]
     check_batch_size(tc.batch_size, n_train)
     wide_tc = padded_config(tc, members)
@@ -421,6 +440,7 @@ def _sweep(ds, tc, members, chunk_size, shared_order, search_, data_seed, n_devi
         memory.check(
             per_member * (chunk // n_dev) + shared, have, f"a chunk of {chunk} members", "use a smaller --chunk-size"
         )
+    chunk = parallel.smallest(chunk)  # several processes: one chunk size, the one that fits on every one
     x_train, y_train = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
     x_dev, y_dev = jnp.asarray(ds.x_dev), jnp.asarray(ds.y_dev)
     x_test, y_test = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
@@ -432,7 +452,7 @@ def _sweep(ds, tc, members, chunk_size, shared_order, search_, data_seed, n_devi
     if chunk_size is None and k > 1 and k * tc.epochs * steps >= PROBE_MIN_WORK:
         t = time.perf_counter()
         probe = probe_layouts(layout_candidates(k, n_dev, chunk), members, tc, wide_tc, x_train, y_train, sharding)
-        chunk, probe_s = min(probe, key=probe.get), time.perf_counter() - t
+        chunk, probe_s = parallel.agree(min(probe, key=probe.get)), time.perf_counter() - t  # process 0's pick
         log(
             f"layout: {chunk} member{'s' if chunk > 1 else ''} per program, the fastest of "
             f"{', '.join(map(str, probe))} in a {probe_s:.1f}s probe"
@@ -441,13 +461,14 @@ def _sweep(ds, tc, members, chunk_size, shared_order, search_, data_seed, n_devi
     eval_fn = make_eval(wide_tc.model)
     data_key = jax.random.PRNGKey(data_seed)
     on_members = {} if sharding is None else {"out_shardings": sharding}
-    gather = jax.jit(lambda tree, pos: jax.tree_util.tree_map(lambda a: a[pos], tree), **on_members)
+
+    def take(tree, pos):
+        return jax.tree_util.tree_map(lambda a: a[pos], tree)
+
+    gather = jax.jit(take, **on_members)
     concat = jax.jit(lambda trees: jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *trees), **on_members)
     exploit_fn = jax.jit(partial(search.exploit, axes=tuple(axes)), **on_members)
-    pick = jax.jit(
-        lambda tree, j: jax.tree_util.tree_map(lambda a: a[j], tree),
-        **({} if replicated is None else {"out_shardings": replicated}),
-    )
+    pick = jax.jit(take, **({} if replicated is None else {"out_shardings": replicated}))
     rng = np.random.default_rng(data_seed)
 
     # what each member did, on the host: NaN where it did not train
@@ -495,7 +516,7 @@ def _sweep(ds, tc, members, chunk_size, shared_order, search_, data_seed, n_devi
             ids = slots[c0 : c0 + size]
             if pop is None:
                 part = [members[i] for i in ids]
-                tree = parallel.global_put(stack_members(part + [part[-1]] * (size - len(part)), tc, wide_tc), sharding)
+                tree = parallel.global_put(stack_members(_filled(part, size), tc, wide_tc), sharding)
             else:
                 tree = pop[ci]
             ts, masks, hyper = tree
@@ -511,7 +532,8 @@ def _sweep(ds, tc, members, chunk_size, shared_order, search_, data_seed, n_devi
                     if first_bad[m] < 0 and bad_now[j] >= 0:
                         first_bad[m] = e * steps + bad_now[j] + 1
                 loss_hist[e, ids] = losses.mean(axis=1)
-                dev_hist[e, ids] = eval_fn(eval_params(ts), ts.bn_state, x_dev, y_dev)[: len(ids)]
+                dev = eval_fn(eval_params(ts), ts.bn_state, x_dev, y_dev)[: len(ids)]
+                dev_hist[e, ids] = np.where(first_bad[ids] >= 0, np.nan, dev)  # a diverged member ranks last
             trained[ids] = end
             member_epochs += len(ids) * (end - start)
             if last or halving is not None:  # a member's test accuracy is the one at its last epoch
@@ -523,7 +545,7 @@ def _sweep(ds, tc, members, chunk_size, shared_order, search_, data_seed, n_devi
                     if first_bad[m] < 0 and (best is None or dev_hist[end - 1, m] > best[0]):
                         best = (dev_hist[end - 1, m], m, jax.tree_util.tree_map(np.asarray, pick(ts, j)))
                 log(
-                    f"members {c0}–{c0 + len(ids) - 1}: best dev accuracy so far "
+                    f"members {ids[0]}–{ids[-1]}: best dev accuracy so far "
                     f"{float('nan') if best is None else best[0]:.4f}"
                 )
             else:

@@ -39,6 +39,14 @@ SCRIPT = textwrap.dedent("""
         for a, b in zip(jax.tree_util.tree_leaves(sharded.final_state.params),
                         jax.tree_util.tree_leaves(single.final_state.params)))
 
+    # searches over a member axis sharded on 4 devices: 6 members padded to 8 slots
+    pbt = sweep.run_sweep(ds, tc, members, pbt=1, axes=["learning_rate"], log=lambda s: None)
+    out["pbt"] = {k: pbt.summary[k] for k in ("member_epochs", "compiled_member_counts", "devices")}
+    out["pbt_copies"] = sum(len(r["lineage"].split()) for r in pbt.rows)
+    halving = sweep.run_sweep(ds, tc, members, halving=2, log=lambda s: None)
+    out["halving"] = {k: halving.summary[k] for k in ("member_epochs", "compiled_member_counts", "population")}
+    out["halving_trained"] = sorted(r["epochs_trained"] for r in halving.rows)
+
     # data-parallel training of one model
     hyper = Hyper(learning_rate=3e-3).as_arrays()
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
@@ -91,3 +99,12 @@ def test_data_parallel_equals_single_device(result):
     assert result["hlo_has_all_reduce"]
     assert result["dp_max_rel_param_diff"] < 1e-4
     assert "must be a multiple of the 4 devices" in result["bad_batch_error"]
+
+
+def test_halving_and_pbt_on_a_sharded_member_axis(result):
+    """6 members in 8 slots over 4 devices: PBT copies ⌊6/4⌋ = 1 member at its one step (the 2 padding
+    slots keep themselves); halving re-stacks 6 → 3 members into 4 slots (one program of 8, one of 4)."""
+    assert result["pbt"] == {"member_epochs": 12, "compiled_member_counts": [8], "devices": 4}
+    assert result["pbt_copies"] == 1
+    assert result["halving"] == {"member_epochs": 6 + 3, "compiled_member_counts": [4, 8], "population": [6, 3]}
+    assert result["halving_trained"] == [1, 1, 1, 2, 2, 2]

@@ -127,10 +127,12 @@ def sweep_args(idx_dir, out, *more):
         "--hidden",
         "16/32",
         "--learning-rate",
-        "1e-3,1e-2,1e-1",
+        "1e-3,3e-3,1e-2,1e-1",
         "--batch-size",
-        50,
+        10,
         "--epochs",
+        4,
+        "--halving",
         2,
         "--out",
         out,
@@ -139,18 +141,26 @@ def sweep_args(idx_dir, out, *more):
 
 
 def test_a_two_process_sweep_writes_the_one_process_results(idx_dir, tmp_path):
-    """6 members sharded 3 + 3 over two processes, with successive halving (re-stacked 6 → 3 members
-    across processes): results.csv equals the one-process sweep's (accuracies exactly, losses to
-    float32 summation order)."""
+    """8 members sharded over two processes, with successive halving (re-stacked 8 → 4 → 2 members
+    across processes) and the layout probe (8 members × 4 epochs × 80 steps: enough work for it; the
+    processes take process 0's pick): results.csv equals the one-process sweep's with that layout
+    (accuracies exactly, losses to float32 summation order)."""
+    two = tmp_path / "two"
+    finish(start_processes(sweep_args(idx_dir, two)))
+    s = json.loads((two / "summary.json").read_text())
+    assert (s["devices"], s["processes"], s["population"]) == (2, 2, [8, 4, 2])
+    assert sorted(s["layout_probe"]) == ["2", "8"] and s["chunk_size"] in (2, 8)  # multiples of the 2 devices
     one = tmp_path / "one"
     r = subprocess.run(
-        command(*sweep_args(idx_dir, one, "--halving", 2)), capture_output=True, text=True, env=env(), timeout=TIMEOUT
+        command(*sweep_args(idx_dir, one, "--chunk-size", s["chunk_size"])),
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=TIMEOUT,
     )
     assert r.returncode == 0, r.stderr
-    two = tmp_path / "two"
-    finish(start_processes(sweep_args(idx_dir, two, "--halving", 2)))
     rows1, rows2 = (list(csv.DictReader(open(d / "results.csv"))) for d in (one, two))
-    assert len(rows1) == len(rows2) == 6
+    assert len(rows1) == len(rows2) == 8
     for a, b in zip(rows1, rows2):
         assert a.keys() == b.keys()
         for k in a:
@@ -158,8 +168,6 @@ def test_a_two_process_sweep_writes_the_one_process_results(idx_dir, tmp_path):
                 np.testing.assert_allclose(float(a[k]), float(b[k]), rtol=1e-5)
             else:
                 assert a[k] == b[k], k
-    s = json.loads((two / "summary.json").read_text())
-    assert (s["devices"], s["processes"], s["population"]) == (2, 2, [6, 3])
 
 
 def test_when_a_process_dies_the_other_stops_with_one_line(idx_dir, tmp_path):
