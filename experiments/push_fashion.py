@@ -43,7 +43,8 @@ def run(quick: bool, out):
         r = c.fit(c.fashion(quick, seed=seed, dev_size=DEV_SIZE), replace(final_tc, seed=seed), hyper)
         runs.append(r.summary)
     tests = np.array([r["test_accuracy"] for r in runs])
-    described = ", ".join(f"{a.replace('_rate', '').replace('_', ' ')} {v:g}" for a, v in picked.items())
+    names = {"dropout_rate": "dropout", "input_dropout_rate": "input dropout", "learning_rate": "learning rate"}
+    described = ", ".join(f"{names[a]} {v:g}" for a, v in picked.items())
     rows = [
         [
             f"seed {seed}",
