@@ -26,7 +26,12 @@ HIDDEN = (1024, 1024)
 AXES = {"dropout_rate": [0.4, 0.5, 0.6], "input_dropout_rate": [0.0, 0.1, 0.2], "learning_rate": [5e-4, 1e-3, 2e-3]}
 SEARCH_EPOCHS, ETA, FINAL_EPOCHS, SEEDS, DEV_SIZE = 27, 3, 80, (0, 1), 5000
 GOAL = 0.915
-QUICK = dict(axes={"dropout_rate": [0.3, 0.5], "input_dropout_rate": [0.0, 0.2]}, search_epochs=3, final_epochs=2)
+QUICK = dict(
+    hidden=(64, 64),
+    axes={"dropout_rate": [0.3, 0.5], "input_dropout_rate": [0.0, 0.2]},
+    search_epochs=3,
+    final_epochs=2,
+)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -34,9 +39,10 @@ def run(quick: bool, out):
     ds = c.fashion(quick, dev_size=DEV_SIZE)
     axes = QUICK["axes"] if quick else AXES
     base = jm.Hyper(ema_decay=0.999, dropout_rate=0.5, input_dropout_rate=0.0)
-    model = jm.MLPConfig(sizes=(784, *HIDDEN, 10), batchnorm=True)
+    hidden = QUICK["hidden"] if quick else HIDDEN
+    model = jm.MLPConfig(sizes=(784, *hidden, 10), batchnorm=True)
     tc = jm.TrainConfig(model=model, schedule="cosine", epochs=QUICK["search_epochs"] if quick else SEARCH_EPOCHS)
-    members = jm.grid(base, axes, hidden=[HIDDEN])
+    members = jm.grid(base, axes, hidden=[hidden])
     search = jm.run_sweep(ds, tc, members, halving=ETA, axes=list(axes), log=lambda s: None)
     s, b = search.summary, search.summary["best"]
     picked = {a: b[a] for a in axes}
@@ -65,13 +71,13 @@ def run(quick: bool, out):
         f"{tc.epochs} epochs: {s['members'] * tc.epochs}), {s['seconds']:.0f} s of training; rungs "
         f"{s['search']['rungs']}, population {s['population']}. Picked: {described} (dev "
         f"{c.pct(b['dev_accuracy'])} after {tc.epochs} epochs).\n\n"
-        f"Final: 784-{'-'.join(map(str, HIDDEN))}-10 ReLU, batch norm, {described}, Adam with a cosine schedule "
+        f"Final: 784-{'-'.join(map(str, hidden))}-10 ReLU, batch norm, {described}, Adam with a cosine schedule "
         f"over {final_tc.epochs} epochs, parameter EMA 0.999, batch 128; train {ds.x_train.shape[0]} / dev "
         f"{ds.x_dev.shape[0]} / test {ds.x_test.shape[0]}.\n\n"
         + c.table(["run", "best dev", "at epoch", "test", "train s"], rows)
         + f"\n\nTest accuracy, mean of {len(SEEDS)} seeds: **{c.pct(tests.mean())}** (spread "
         f"{c.pct(tests.min())}–{c.pct(tests.max())}); the goal of {c.pct(GOAL)} is {reached}.\n\nReproduce the "
-        f"final runs: `jaxmlp train --dev-size {DEV_SIZE} --hidden {','.join(map(str, HIDDEN))} --batchnorm "
+        f"final runs: `jaxmlp train --dev-size {DEV_SIZE} --hidden {','.join(map(str, hidden))} --batchnorm "
         f"--dropout {hyper.dropout_rate:g} --input-dropout {hyper.input_dropout_rate:g} --learning-rate "
         f"{hyper.learning_rate:g} --epochs {final_tc.epochs} --seed S` for S in {', '.join(map(str, SEEDS))} "
         "(cosine schedule and EMA 0.999 are `train`'s defaults).\n"

@@ -16,7 +16,7 @@ SPACE = {"learning_rate": (1e-4, 1e-2), "dropout_rate": (0.0, 0.6)}
 GRID = {"learning_rate": "1e-4:1e-2:log:4", "dropout_rate": "0:0.6:lin:4"}
 GRID_EPOCHS, PBT_MEMBERS, PBT_EPOCHS, PBT_INTERVAL = 12, 16, 12, 2
 HALVING_MEMBERS, HALVING_EPOCHS, ETA = 64, 27, 3
-QUICK = dict(grid="1e-3,1e-2", grid_epochs=3, members=8, epochs=3, halving_members=9, halving_epochs=3)
+QUICK = dict(hidden=(32,), grid="1e-3,1e-2", grid_epochs=3, members=8, epochs=3, halving_members=9, halving_epochs=3)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -25,11 +25,12 @@ def searches(quick):
     q = QUICK if quick else None
     lr = jm.parse_axis(q["grid"] if quick else GRID["learning_rate"])
     dropout = jm.parse_axis("0,0.3" if quick else GRID["dropout_rate"])
-    grid = jm.grid(jm.Hyper(), {"learning_rate": lr, "dropout_rate": dropout}, hidden=[HIDDEN])
+    hidden = QUICK["hidden"] if quick else HIDDEN
+    grid = jm.grid(jm.Hyper(), {"learning_rate": lr, "dropout_rate": dropout}, hidden=[hidden])
     n_pbt, n_halving = (q["members"], q["halving_members"]) if quick else (PBT_MEMBERS, HALVING_MEMBERS)
 
     def draw(n, seed):
-        return jm.random_sample(jm.Hyper(), SPACE, n, hidden=[HIDDEN], seed=seed, log_axes=["learning_rate"])
+        return jm.random_sample(jm.Hyper(), SPACE, n, hidden=[hidden], seed=seed, log_axes=["learning_rate"])
 
     return [
         ("grid", grid, q["grid_epochs"] if quick else GRID_EPOCHS, {}),
@@ -44,7 +45,7 @@ def run(quick: bool, out):
     ds = c.fashion(quick)
     rows = []
     for name, members, epochs, how in searches(quick):
-        tc = jm.TrainConfig(model=jm.MLPConfig(sizes=(784, *HIDDEN, 10)), schedule="cosine", epochs=epochs)
+        tc = jm.TrainConfig(model=jm.MLPConfig(sizes=(784, *members[0].hidden, 10)), schedule="cosine", epochs=epochs)
         t = time.perf_counter()
         res = jm.run_sweep(ds, tc, members, axes=list(SPACE), log=lambda s: None, **how)
         seconds = time.perf_counter() - t

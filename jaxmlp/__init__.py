@@ -12,13 +12,14 @@ Everything a script needs is here (``import jaxmlp as jm``) and listed in ``__al
     result = jm.fit(ds, tc, hyper, out_dir="runs/x")
 
 Layers, top to bottom (each module imports only from below it): ``cli`` → this namespace → ``sweep`` →
-``run`` (fit) → ``parallel`` → ``report`` (outputs) → ``step`` (pure step / epoch / evaluate) → ``optim``,
-``schedules`` → ``gradcheck`` → ``mlp`` → ``ops``, ``hyper`` → ``data`` (``idx``, ``sources``, ``prepare``,
-``batching``), ``checkpoint``, ``compiler`` → ``files`` (the atomic writer).
+``search`` (halving, PBT) → ``run`` (fit) → ``parallel`` → ``report`` (outputs) → ``step`` (pure step /
+epoch / evaluate) → ``optim``, ``schedules`` → ``gradcheck`` → ``mlp`` → ``ops``, ``hyper`` → ``data``
+(``idx``, ``sources``, ``prepare``, ``batching``), ``checkpoint``, ``compiler`` → ``files`` (the atomic
+writer).
 Names beginning with ``_`` are internal.
 """
 
-from jaxmlp import data, ops, optim, parallel, schedules
+from jaxmlp import data, ops, optim, parallel, schedules, search
 from jaxmlp._version import __version__
 from jaxmlp.checkpoint import CheckpointError
 from jaxmlp.checkpoint import load as load_checkpoint
@@ -114,5 +115,6 @@ __all__ = [
     # building blocks
     "ops",
     "parallel",
+    "search",
     "__version__",
 ]

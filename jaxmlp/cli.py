@@ -411,8 +411,8 @@ def cmd_train(args, given=frozenset()) -> int:
     from jaxmlp.run import OutputFolder
 
     say = _join_processes(args, enabled=args.data_parallel)
-    if say is print:  # process 0 (the one that writes) checks the folder
-        OutputFolder.check_free(args.out, resume=args.resume, overwrite=args.overwrite)  # before loading data
+    # process 0 (the one that writes) checks the folder, before the data is loaded
+    _checked_by_process_0(lambda: OutputFolder.check_free(args.out, resume=args.resume, overwrite=args.overwrite))
     if args.resume:
         _resume_options(args, given)
     hyper = _hyper(args)
@@ -498,9 +498,31 @@ SWEEP_AXES = {
 SWEEP_FIELDS = {"dropout": "dropout_rate", "input_dropout": "input_dropout_rate", "ema": "ema_decay"}
 
 
-def cmd_sweep(args) -> int:
+def _checked_by_process_0(check) -> None:
+    """``check()`` on process 0 (it raises ValueError or OSError saying what is wrong), its outcome
+    shared with the other processes of the run: a refusal stops every process with one line, instead
+    of leaving the others to find process 0's coordination service gone (JAX then aborts them)."""
+    import jax
+
     import jaxmlp as jm
 
+    error = None
+    if jax.process_index() == 0:
+        try:
+            check()
+        except (ValueError, OSError) as e:
+            error = e
+    if jm.parallel.agree(int(error is not None)) and error is None:
+        raise ValueError(f"process {jax.process_index()}: process 0 refused to start the run (its line says why)")
+    if error is not None:
+        raise error
+
+
+def cmd_sweep(args) -> int:
+    import jaxmlp as jm
+    from jaxmlp.run import OutputFolder
+
+    jm.search.segment_ends(args.epochs, args.halving, args.pbt)  # before anything starts
     say = _join_processes(args)
     axes = {}
     for name in SWEEP_AXES:
@@ -530,6 +552,8 @@ def cmd_sweep(args) -> int:
         )
     else:
         members = jm.grid(base, {n: axes[n] for n in swept}, seeds=args.seeds, hidden=hidden)
+    jm.search.check(len(members), args.epochs, args.halving, args.pbt, swept)
+    _checked_by_process_0(lambda: OutputFolder.check_free(args.out, resume=False, overwrite=args.overwrite))
     ds = jm.load_dataset(args.dataset, args.data_dir, dev_size=args.dev_size, seed=args.seed)
     tc = _train_config(args, _model_config(args, ds.x_train.shape[1], ds.num_classes, hidden=hidden[0]))
     say(

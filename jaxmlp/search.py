@@ -3,6 +3,7 @@
 Contract::
 
     halving_rungs(9, 3)                       # (1, 3, 9): the epochs at which members are compared
+    ends = check(27, 9, halving=3)            # the same, after checking the options (ValueError)
     keep = promote(dev_accuracy, eta=3)       # indices of the members that go on from a rung
     src, factors = pbt_plan(dev_accuracy, ["learning_rate"], rng)   # who copies whom, and the ×0.8/×1.2
     ts, masks, hyper = exploit(ts, masks, hyper, src, factors, axes=("learning_rate",))   # on device
@@ -69,16 +70,36 @@ def halving_rungs(epochs: int, eta: int) -> tuple:
 
 
 def segment_ends(epochs: int, halving: int | None = None, pbt: int | None = None) -> tuple:
-    """The epochs after which a sweep stops to decide (halving rungs, PBT intervals), ending at ``epochs``."""
+    """The epochs after which a sweep stops to decide (halving rungs, PBT intervals), ending at ``epochs``.
+    ValueError for a search that would decide nothing (no rung or PBT step before the end)."""
     if halving is not None and pbt is not None:
         raise ValueError("successive halving and PBT are two searches: give --halving or --pbt, not both")
     if halving is not None:
-        return halving_rungs(epochs, halving)
+        rungs = halving_rungs(epochs, halving)
+        if len(rungs) == 1:
+            raise ValueError(
+                f"successive halving with η = {halving} over {epochs} epochs has no rung before the end "
+                f"(give --epochs ≥ {halving})"
+            )
+        return rungs
     if pbt is not None:
         if int(pbt) != pbt or pbt < 1:
             raise ValueError(f"the PBT interval must be a whole number of epochs ≥ 1, got {pbt}")
+        if pbt >= epochs:
+            raise ValueError(f"PBT every {pbt} epochs of {epochs} never steps (give an interval < --epochs)")
         return tuple(range(pbt, epochs, pbt)) + (epochs,)
     return (epochs,)
+
+
+def check(members: int, epochs: int, halving: int | None = None, pbt: int | None = None, axes=()) -> tuple:
+    """``segment_ends`` of a search over ``members`` members sweeping ``axes``, after every check a
+    user's options can fail (one-line ValueError): callers check before loading anything."""
+    ends = segment_ends(epochs, halving, pbt)
+    if halving is not None and members < 2:
+        raise ValueError("successive halving compares members: give at least 2")
+    if pbt is not None and not axes:
+        raise ValueError("PBT perturbs the swept hyperparameters: sweep at least one (give an axis several values)")
+    return ends
 
 
 def _ranking(dev_accuracy) -> np.ndarray:

@@ -382,9 +382,7 @@ def run_sweep(
         raise ValueError("a sweep needs at least one member")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk size must be ≥ 1, got {chunk_size}")
-    search.segment_ends(tc.epochs, halving, pbt)  # the search's own mistakes, before the folder is touched
-    if pbt is not None and not axes:
-        raise ValueError("PBT perturbs the swept hyperparameters: sweep at least one (give an axis several values)")
+    search.check(len(members), tc.epochs, halving, pbt, axes)  # the search's own mistakes, before the folder
     writes = out_dir is not None and jax.process_index() == 0  # several processes: process 0 writes
     folder = OutputFolder.claim(out_dir, resume=False, overwrite=overwrite) if writes else None
     try:
@@ -544,10 +542,8 @@ def _sweep(ds, tc, members, chunk_size, shared_order, how, data_seed, n_devices,
                     final_hyper[m] = final_hyper[m]._replace(**{a: float(getattr(hyper_host, a)[j]) for a in axes})
                     if first_bad[m] < 0 and (best is None or dev_hist[end - 1, m] > best[0]):
                         best = (dev_hist[end - 1, m], m, jax.tree_util.tree_map(np.asarray, pick(ts, j)))
-                log(
-                    f"members {ids[0]}–{ids[-1]}: best dev accuracy so far "
-                    f"{float('nan') if best is None else best[0]:.4f}"
-                )
+                which = f"members {ids[0]}–{ids[-1]}" if len(ids) > 1 else f"member {ids[0]}"
+                log(f"{which}: best dev accuracy so far {float('nan') if best is None else best[0]:.4f}")
             else:
                 trees.append((ts, masks, hyper))
         if last:
@@ -652,8 +648,9 @@ def _sweep(ds, tc, members, chunk_size, shared_order, how, data_seed, n_devices,
 
 
 def write_outputs(out: Path, result: SweepResult, ds: Dataset, tc: TrainConfig, best) -> None:
-    """results.csv, summary.json, the plot (``report.plot_sweep``) and best_checkpoint.npz (the best
-    member cut back to its own widths, loadable like any run's checkpoint)."""
+    """results.csv, summary.json, the plot (``report.plot_sweep``; for halving and PBT
+    ``report.plot_search``'s search.png, and pbt_schedule.json) and best_checkpoint.npz (the best member
+    cut back to its own widths, loadable like any run's checkpoint)."""
     report.write_csv(out / "results.csv", result.rows)
     report.write_json(out / "summary.json", result.summary)
     if best is not None:
@@ -676,9 +673,10 @@ def write_outputs(out: Path, result: SweepResult, ds: Dataset, tc: TrainConfig, 
             "sweep_member": row["member"],
         }
         save_run(out / "best_checkpoint.npz", ts, best_tree, meta)
-    report.plot_sweep(result.rows, result.history, result.summary["axes"], out)
     how = result.summary["search"]
-    if how["method"] == "halving":
+    if how["method"] not in ("halving", "pbt"):  # a search's members end at other epochs or values
+        report.plot_sweep(result.rows, result.history, result.summary["axes"], out)
+    elif how["method"] == "halving":
         report.plot_search(result.history, how["rungs"], f"successive halving, η = {how['eta']}", out / "search.png")
     elif how["method"] == "pbt":
         report.write_json(out / "pbt_schedule.json", result.pbt_schedule)

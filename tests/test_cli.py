@@ -310,6 +310,8 @@ def test_output_folder_mistakes(idx_dir, finished_run, tmp_path, capsys):
         (small_sweep("--halving", "1"), "the halving rate η must be an integer ≥ 2, got 1"),
         (small_sweep("--pbt", "2", "--learning-rate", "1e-3"), "PBT perturbs the swept hyperparameters"),
         (small_sweep("--pbt", "2", "--halving", "3"), "give --halving or --pbt, not both"),
+        (small_sweep("--halving", "3", "--epochs", "2"), "no rung before the end"),
+        (small_sweep("--halving", "2", "--epochs", "2"), "successive halving compares members: give at least 2"),
         (["gradcheck", "--batch-size", "0"], "--batch-size and --fd-samples must be ≥ 1, got 0 and 64"),
     ]:
         import re

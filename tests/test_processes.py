@@ -193,3 +193,18 @@ def test_when_a_process_dies_the_other_stops_with_one_line(idx_dir, tmp_path):
     )
     assert "Traceback" not in log
     assert (out / "checkpoint.npz").is_file()  # the finished epochs are kept
+
+
+def test_a_refusal_on_process_0_stops_every_process_with_one_line(idx_dir, tmp_path):
+    """An --out that already holds a run: process 0 refuses before the data is loaded, and the other
+    process learns it (instead of finding process 0's coordination service gone): exit 2 and one line each."""
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+    procs = start_processes(train_args(idx_dir, out, "--epochs", 1))
+    outs = [p.communicate(timeout=TIMEOUT) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        lines = [line for line in err.splitlines() if not line.startswith("[Gloo]")]
+        assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("jaxmlp: error: "), err
+    assert "already holds a run" in outs[0][1] and "process 0 refused to start the run" in outs[1][1]
+    assert sorted(q.name for q in out.iterdir()) == ["summary.json"]

@@ -31,6 +31,10 @@ def test_segment_ends():
         search.segment_ends(9, halving=3, pbt=3)
     with pytest.raises(ValueError, match="PBT interval"):
         search.segment_ends(9, pbt=0)
+    with pytest.raises(ValueError, match=r"no rung before the end \(give --epochs ≥ 3\)"):
+        search.segment_ends(2, halving=3)  # a search that would decide nothing is refused
+    with pytest.raises(ValueError, match="never steps"):
+        search.segment_ends(4, pbt=5)
 
 
 def test_promote_keeps_the_best_floor_n_over_eta_with_nan_last_and_ties_by_index():
