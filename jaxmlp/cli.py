@@ -512,7 +512,10 @@ def _checked_by_process_0(check) -> None:
             check()
         except (ValueError, OSError) as e:
             error = e
-    if jm.parallel.agree(int(error is not None)) and error is None:
+    refused = jm.parallel.agree(int(error is not None))
+    if refused and jax.distributed.is_initialized():
+        jax.distributed.shutdown()  # together, so that no process outlives the coordinator it needs
+    if refused and error is None:
         raise ValueError(f"process {jax.process_index()}: process 0 refused to start the run (its line says why)")
     if error is not None:
         raise error

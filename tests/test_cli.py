@@ -381,6 +381,9 @@ def test_an_interrupted_run_keeps_its_record_and_says_how_to_resume(idx_dir, tmp
         stderr=subprocess.PIPE,
         text=True,
         env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        # as from a terminal: a test run started in the background of a non-interactive shell ignores
+        # SIGINT, and Python keeps an ignored SIGINT ignored in its children
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 120
     while not (out / "metrics.csv").exists() and time.time() < deadline and p.poll() is None:
