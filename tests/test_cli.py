@@ -375,15 +375,18 @@ def test_evaluate_takes_the_run_folder_or_its_summary(finished_run, idx_dir, cap
 def test_an_interrupted_run_keeps_its_record_and_says_how_to_resume(idx_dir, tmp_path, sig, code):
     out = tmp_path / "run"
     args = small_train(idx_dir, out, "--batch-size", "10", "--epochs", "400")
+    # `python -m jaxmlp.cli ARGS` with SIGINT handled as from a terminal: a test run started in the
+    # background of a non-interactive shell ignores SIGINT, and Python keeps an ignored SIGINT ignored
+    as_from_a_terminal = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv[0] = 'jaxmlp.cli'; runpy.run_module('jaxmlp.cli', run_name='__main__')"
+    )
     p = subprocess.Popen(
-        [sys.executable, "-m", "jaxmlp.cli", *args],
+        [sys.executable, "-c", as_from_a_terminal, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=dict(os.environ, JAX_PLATFORMS="cpu"),
-        # as from a terminal: a test run started in the background of a non-interactive shell ignores
-        # SIGINT, and Python keeps an ignored SIGINT ignored in its children
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 120
     while not (out / "metrics.csv").exists() and time.time() < deadline and p.poll() is None:
