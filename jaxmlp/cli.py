@@ -525,8 +525,6 @@ def cmd_sweep(args) -> int:
     import jaxmlp as jm
     from jaxmlp.run import OutputFolder
 
-    jm.search.segment_ends(args.epochs, args.halving, args.pbt)  # before anything starts
-    say = _join_processes(args)
     axes = {}
     for name in SWEEP_AXES:
         text = getattr(args, name)
@@ -555,7 +553,8 @@ def cmd_sweep(args) -> int:
         )
     else:
         members = jm.grid(base, {n: axes[n] for n in swept}, seeds=args.seeds, hidden=hidden)
-    jm.search.check(len(members), args.epochs, args.halving, args.pbt, swept)
+    jm.search.check(len(members), args.epochs, args.halving, args.pbt, swept)  # nothing above touches JAX
+    say = _join_processes(args)
     _checked_by_process_0(lambda: OutputFolder.check_free(args.out, resume=False, overwrite=args.overwrite))
     ds = jm.load_dataset(args.dataset, args.data_dir, dev_size=args.dev_size, seed=args.seed)
     tc = _train_config(args, _model_config(args, ds.x_train.shape[1], ds.num_classes, hidden=hidden[0]))

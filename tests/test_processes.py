@@ -68,15 +68,14 @@ def finish(procs):
     return outs
 
 
+def on_tiny_data(command, idx_dir):
+    """``command``'s options for the tiny IDX dataset, its dev split 200 examples."""
+    return [command, "--dataset", "mnist", "--data-dir", idx_dir, "--dev-size", 200]
+
+
 def train_args(idx_dir, out, *more):
     return [
-        "train",
-        "--dataset",
-        "mnist",
-        "--data-dir",
-        idx_dir,
-        "--dev-size",
-        200,
+        *on_tiny_data("train", idx_dir),
         "--hidden",
         32,
         "--batch-size",
@@ -117,13 +116,7 @@ def test_a_two_process_data_parallel_run_equals_one_process_on_two_devices(idx_d
 
 def sweep_args(idx_dir, out, *more):
     return [
-        "sweep",
-        "--dataset",
-        "mnist",
-        "--data-dir",
-        idx_dir,
-        "--dev-size",
-        200,
+        *on_tiny_data("sweep", idx_dir),
         "--hidden",
         "16/32",
         "--learning-rate",
