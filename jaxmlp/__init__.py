@@ -13,7 +13,7 @@ Everything a script needs is here (``import jaxmlp as jm``) and listed in ``__al
 
 Layers, top to bottom (each module imports only from below it): ``cli`` → this namespace → ``sweep`` →
 ``search`` (halving, PBT) → ``run`` (fit) → ``parallel`` → ``report`` (outputs) → ``step`` (pure step /
-epoch / evaluate) → ``optim``, ``schedules`` → ``gradcheck`` → ``mlp`` → ``ops``, ``hyper`` → ``data``
+epoch / evaluate) → ``optim``, ``schedules`` → ``gradcheck`` → ``mlp``, ``rulecheck`` → ``ops``, ``hyper`` → ``data``
 (``idx``, ``sources``, ``prepare``, ``batching``), ``checkpoint``, ``compiler`` → ``files`` (the atomic
 writer).
 Names beginning with ``_`` are internal.
@@ -27,7 +27,7 @@ from jaxmlp.checkpoint import restore as restore_checkpoint
 from jaxmlp.checkpoint import save as save_checkpoint
 from jaxmlp.compiler import epoch_options
 from jaxmlp.data import Dataset, DatasetError, load_dataset, one_hot
-from jaxmlp.gradcheck import GradReport, VjpReport, as_custom_vjp, assert_vjp, check_gradients, check_vjp
+from jaxmlp.gradcheck import GradReport, check_gradients
 from jaxmlp.hyper import Hyper
 from jaxmlp.hyper import validate as validate_hyper
 from jaxmlp.mlp import (
@@ -41,6 +41,16 @@ from jaxmlp.mlp import (
     init,
     loss_and_grads,
     predict,
+)
+from jaxmlp.rulecheck import (
+    RuleReport,
+    VjpReport,
+    as_custom_jvp,
+    as_custom_vjp,
+    assert_jvp,
+    assert_vjp,
+    check_jvp,
+    check_vjp,
 )
 from jaxmlp.run import FitResult, LoadedModel, RunInterrupted, TrainingDiverged, fit, load_model
 from jaxmlp.step import (
@@ -75,6 +85,10 @@ __all__ = [
     "check_vjp",
     "assert_vjp",
     "as_custom_vjp",
+    "check_jvp",
+    "assert_jvp",
+    "as_custom_jvp",
+    "RuleReport",
     "VjpReport",
     # training
     "TrainConfig",

@@ -2,8 +2,9 @@
 finite differences), jitted and eager; the ops' values and statistics; the seed's numbers.
 
 Tolerances: check_vjp's, 1e-10 against jax.vjp (both sides compute the same derivative with a handful
-of floating-point operations: ~1e-15; a wrong term is off by O(1) relative) and 1e-6 against central
-differences with h = 1e-6 (truncation O(h²), rounding O(ε/h) ≈ 1e-10). Other comparisons state theirs.
+of floating-point operations: ~1e-15; a wrong term is off by O(1) relative), finite differences within
+3x their own estimated error, the rule at the caller's dtype (float32 here unless x64 is on) and under
+vmap (jaxmlp.rulecheck's docstring). Other comparisons state theirs.
 """
 
 from functools import partial
@@ -14,8 +15,8 @@ import numpy as np
 import pytest
 
 from jaxmlp.data import back_one_hot, one_hot
-from jaxmlp.gradcheck import assert_vjp
 from jaxmlp.ops import activations, batchnorm, dropout, linear, losses
+from jaxmlp.rulecheck import assert_vjp
 
 RTOL = 1e-10
 MODES = [pytest.param(False, id="eager"), pytest.param(True, id="jit")]
