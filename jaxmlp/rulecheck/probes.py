@@ -1,0 +1,238 @@
+"""Where and how ``check_vjp`` / ``check_jvp`` evaluate a function (internal to ``jaxmlp.rulecheck``): the
+differentiable leaves of the arguments, the probes in each (every coordinate of a small leaf, dense random
+directions in a large one), finite differences and forward mode on every probe (jit + ``lax.map`` in
+batches of bounded memory), and the random points and cotangents."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+FD_STEP = 1e-5  # relative step t (Richardson over t and t/2: truncation O(t⁴), rounding O(ε/t))
+NOISE = 16.0  # rounding of s(x) taken as NOISE·ε·Σ|ct·f(x)|
+EPS = float(np.finfo(np.float64).eps)
+MEMORY_FLOATS = 2**24  # float64 values that one batch of probe evaluations may hold (128 MiB)
+
+
+def differentiable(leaf) -> bool:
+    dtype = jnp.result_type(leaf)
+    return jnp.issubdtype(dtype, jnp.inexact) and not jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def index_str(shape, flat: int) -> str:
+    return str([int(k) for k in np.unravel_index(int(flat), shape)]) if shape else "[]"
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+
+
+def with_leaf(args, i, path, value):
+    """``args`` with the leaf at ``path`` of argument ``i`` replaced by ``value``."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(args[i])
+    new = treedef.unflatten([value if p == path else leaf for p, leaf in leaves])
+    return (*args[:i], new, *args[i + 1 :])
+
+
+def cast_floats(dtype_of, tree):
+    """Floating leaves of ``tree`` cast by ``dtype_of(leaf)``; other leaves untouched."""
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype_of(a)) if differentiable(a) else a, tree)
+
+
+def forward_constants(f, args) -> str:
+    """What in the forward makes its derivative differ from finite differences by design, if anything."""
+    try:
+        text = str(jax.make_jaxpr(f)(*args))
+    except Exception:  # noqa: BLE001 - only an explanation
+        return ""
+    found = [name for name in ("stop_gradient", "custom_jvp_call", "custom_vjp_call") if name in text]
+    return ", ".join(found)
+
+
+@dataclass
+class Leaf:
+    i: int  # which argument
+    path: tuple
+    name: str
+    value: np.ndarray  # float64 copy of the caller's values (exact)
+    dtype: np.dtype  # the caller's dtype
+
+
+@dataclass
+class Probes:
+    """Directions d_p in one leaf: "sparse" ones are σⱼ·eⱼ (data: index (P,), σ (P,)), "dense" ones are
+    leaf-shaped (data: (P, *shape)). ``norms`` turns a probe's directional values into per-coordinate ones."""
+
+    kind: str
+    data: object
+    names: list
+    norms: np.ndarray
+
+    def items(self, scale: float = 1.0):
+        if self.kind == "dense":
+            return jnp.asarray(self.data * scale)
+        index, sigma = self.data
+        return (jnp.asarray(index), jnp.asarray(sigma * scale))
+
+    def directional(self, values: np.ndarray) -> np.ndarray:
+        """⟨values_c, d_p⟩ for leaf-shaped values (C, *shape) → (P, C)."""
+        flat = values.reshape(values.shape[0], -1)
+        if self.kind == "dense":
+            return self.data.reshape(len(self.data), -1) @ flat.T
+        index, sigma = self.data
+        return (flat[:, index] * sigma).T
+
+    def dense(self, shape) -> np.ndarray:
+        """The probes as leaf-shaped arrays (P, *shape)."""
+        if self.kind == "dense":
+            return self.data
+        index, sigma = self.data
+        out = np.zeros((len(index), int(np.prod(shape))))
+        out[np.arange(len(index)), index] = sigma
+        return out.reshape((len(index), *shape))
+
+
+def differentiable_leaves(args) -> list:
+    found = []
+    for i, arg in enumerate(args):
+        for path, leaf in jax.tree_util.tree_flatten_with_path(arg)[0]:
+            if differentiable(leaf):
+                name = f"arg{i}{jax.tree_util.keystr(path)}"
+                dtype = np.dtype(jax.dtypes.canonicalize_dtype(jnp.result_type(leaf)))  # what JAX computes in
+                found.append(Leaf(i, path, name, np.asarray(leaf, np.float64), dtype))
+    return found
+
+
+def step_scale(x: np.ndarray) -> np.ndarray:
+    """Per-coordinate step scale: |xᵢ|, floored at 10⁻³·rms(x) (1 for an all-zero leaf)."""
+    rms = float(np.sqrt(np.mean(x * x))) if x.size else 0.0
+    return np.maximum(np.abs(x), 1e-3 * rms) if rms > 0 else np.ones_like(x)
+
+
+def make_probes(leaf: Leaf, rng, coordinates: int, directions: int, only=None) -> Probes:
+    """Every coordinate of a small leaf (or of the coordinates in ``only``), else dense random directions."""
+    sigma = step_scale(leaf.value).ravel()
+    where = np.arange(leaf.value.size) if only is None else np.flatnonzero(np.ravel(only))
+    shape = leaf.value.shape
+    if len(where) <= coordinates:
+        return Probes("sparse", (where, sigma[where]), [index_str(shape, j) for j in where], sigma[where])
+    mask = np.zeros(leaf.value.size)
+    mask[where] = 1.0
+    dirs = rng.standard_normal((directions, leaf.value.size)) * sigma * mask
+    return Probes(
+        "dense", dirs.reshape((directions, *shape)), [f"direction {p}" for p in range(directions)], np.ones(directions)
+    )
+
+
+def leaf_of(tree_tuple, leaf: Leaf):
+    return dict(jax.tree_util.tree_flatten_with_path(tree_tuple[leaf.i])[0])[leaf.path]
+
+
+def moved(value, probe, kind, tau):
+    """value + τ·d for one probe (dense: d itself; sparse: (index, σ))."""
+    if kind == "dense":
+        return value + tau * probe
+    index, sigma = probe
+    return value.ravel().at[index].add(tau * sigma).reshape(value.shape)
+
+
+def evaluate(fn, consts, xs, floats_per_item: int):
+    """np.stack([fn(consts, x) for x in xs]) (xs: a pytree with a leading probe axis)."""
+    n = len(jax.tree_util.tree_leaves(xs)[0])
+    batch = max(1, min(n, MEMORY_FLOATS // max(floats_per_item, 1)))
+    try:
+        run = jax.jit(lambda consts, xs: jax.lax.map(lambda x: fn(consts, x), xs, batch_size=batch))
+        return np.asarray(run(consts, xs), np.float64)
+    except Exception:  # noqa: BLE001 - fn cannot be traced under jit/vmap: one probe at a time
+        items = [jax.tree_util.tree_map(lambda a, k=k: a[k], xs) for k in range(n)]
+        return np.stack([np.asarray(fn(consts, x), np.float64) for x in items])
+
+
+def contract(out, ct_leaves):
+    """(s, m): s_c = ⟨ct_c, out⟩ and m_c = Σ|ct_c·out| over the floating outputs (ct_leaves: (C, …) each)."""
+    outs = [o for o in jax.tree_util.tree_leaves(out) if jnp.issubdtype(jnp.result_type(o), jnp.inexact)]
+    s = sum(c.reshape(c.shape[0], -1) @ jnp.ravel(o) for c, o in zip(ct_leaves, outs))
+    m = sum(jnp.abs(c.reshape(c.shape[0], -1)) @ jnp.abs(jnp.ravel(o)) for c, o in zip(ct_leaves, outs))
+    return s, m
+
+
+def finite_differences(f, args, leaf: Leaf, probes: Probes, ct_leaves, out_size: int):
+    """(R, bound), both (P, C): Richardson estimates of ⟨ct_c, J·d_p⟩ and their estimated errors (before
+    the safety factor); NaN where f leaves its domain at a step."""
+    t = FD_STEP
+    steps = jnp.asarray([t, -t, t / 2, -t / 2])
+
+    def at_probe(consts, probe):
+        args, cts = consts
+        value = leaf_of(args, leaf)
+
+        def at_step(tau):
+            return contract(f(*with_leaf(args, leaf.i, leaf.path, moved(value, probe, probes.kind, tau))), cts)[0]
+
+        return jax.vmap(at_step)(steps)  # (4, C)
+
+    s = evaluate(at_probe, (args, ct_leaves), probes.items(), 4 * (out_size + leaf.value.size))
+    _, m = contract(f(*args), ct_leaves)
+    d1 = (s[:, 0] - s[:, 1]) / (2 * t)
+    d2 = (s[:, 2] - s[:, 3]) / t
+    bound = np.abs(d1 - d2) + NOISE * EPS * np.asarray(m, np.float64)[None, :] / t
+    return (4 * d2 - d1) / 3, bound
+
+
+def unit_tangent(value, probe, kind):
+    return moved(jnp.zeros_like(value), probe, kind, 1.0)
+
+
+def jvp_values(f, args, leaf: Leaf, probes: Probes, ct_leaves, out_size: int, full: bool):
+    """Forward mode on each probe: ⟨ct_c, J·d_p⟩ (P, C), or with ``full`` J·d_p itself (P, out_size)."""
+
+    def at_probe(consts, probe):
+        args, cts = consts
+        value = leaf_of(args, leaf)
+        _, out = jax.jvp(
+            lambda v: f(*with_leaf(args, leaf.i, leaf.path, v)), (value,), (unit_tangent(value, probe, probes.kind),)
+        )
+        return flat(out) if full else contract(out, cts)[0]
+
+    return evaluate(at_probe, (args, ct_leaves), probes.items(), 2 * (out_size + leaf.value.size))
+
+
+def flat(tree):
+    leaves = [jnp.ravel(o) for o in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(jnp.result_type(o), jnp.inexact)]
+    return jnp.concatenate(leaves) if leaves else jnp.zeros(0)
+
+
+def random_like(tree, rng):
+    """Standard normal values for the floating leaves of ``tree``, rounded to their own dtype (float0 zeros
+    for the others)."""
+
+    def draw(leaf):
+        if differentiable(leaf):
+            return np.asarray(rng.standard_normal(np.shape(leaf))).astype(jnp.result_type(leaf))
+        return np.zeros(np.shape(leaf), jax.dtypes.float0)
+
+    return jax.tree_util.tree_map(draw, tree)
+
+
+def float_leaves(tree) -> list:
+    return [o for o in jax.tree_util.tree_leaves(tree) if differentiable(o)]
+
+
+def stack(trees):
+    return jax.tree_util.tree_map(lambda *xs: np.stack(xs) if isinstance(xs[0], np.ndarray) else jnp.stack(xs), *trees)
+
+
+def copies(args, rng, batch):
+    """``batch`` copies of ``args`` for the vmap witness: copy k scales floating leaves by 1 + 0.01·k·u."""
+
+    def copy(k):
+        def move(a):
+            return np.asarray(a) * (1 + 0.01 * k * rng.uniform(-1, 1, np.shape(a))) if differentiable(a) else a
+
+        return jax.tree_util.tree_map(move, args)
+
+    return [copy(k) for k in range(batch)]
