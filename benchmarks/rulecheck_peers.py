@@ -100,6 +100,13 @@ def main():
             f"| {name} | {s['right_verdicts']}/{n} | {s['false_passes']} | {s['false_alarms']} | "
             f"{s['seconds_total']:.1f} | {s['seconds_median']:.2f} |"
         )
+    print("\n| class | rules | " + " | ".join(checkers) + " |")
+    print("|---|---|" + "---|" * len(checkers))
+    for kind in dict.fromkeys(r["kind"] for r in rows):
+        mine = [r for r in rows if r["kind"] == kind]
+        print(
+            f"| {kind} | {len(mine)} | " + " | ".join(str(sum(r[n]["correct"] for r in mine)) for n in checkers) + " |"
+        )
     for name, s in summary.items():
         if s["wrong_on"]:
             print(f"{name} wrong on: " + "; ".join(s["wrong_on"]))

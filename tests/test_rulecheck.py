@@ -186,6 +186,41 @@ def test_cost_grows_with_probes_not_with_size_squared():
     assert report.rows[0].check("fd").status == "agrees"
 
 
+def _sin_with_argmax(x):
+    return (jnp.sin(x), jnp.argmax(x)), x  # an integer output: its cotangent is float0
+
+
+def _bernoulli_mask(x, key):
+    mask = jax.random.bernoulli(key, 0.5, x.shape)
+    return x * mask, mask
+
+
+ODD_ARGUMENTS = [
+    (
+        "an integer output",
+        _sin_with_argmax,
+        lambda x, ct: (ct[0] * jnp.cos(x),),
+        (np.linspace(-1, 1, 5, dtype=np.float32),),
+    ),
+    (
+        "a Python float argument",
+        lambda x, s: (x * s, (x, s)),
+        lambda res, g: (g * res[1], jnp.sum(g * res[0])),
+        (np.linspace(-1, 1, 5, dtype=np.float32), 2.0),
+    ),
+    ("a 0-d argument", lambda s: (s**3, s), lambda s, g: (3 * s**2 * g,), (np.float32(1.5),)),
+    ("a typed key", _bernoulli_mask, lambda m, g: (g * m, None), (np.ones(6, np.float32), jax.random.key(0))),
+    ("a raw key", _bernoulli_mask, lambda m, g: (g * m, None), (np.ones(6, np.float32), jax.random.PRNGKey(0))),
+]
+
+
+@pytest.mark.parametrize("name, fwd, bwd, args", ODD_ARGUMENTS, ids=[c[0] for c in ODD_ARGUMENTS])
+def test_right_rules_with_odd_arguments_and_outputs_pass(name, fwd, bwd, args):
+    report = jm.check_vjp(fwd, bwd, *args)
+    assert report.ok, str(report)
+    assert all(row.check("vmap").status == "agrees" for row in report.rows)  # batched keys and float0 too
+
+
 def test_the_callers_x64_setting_is_untouched():
     x64 = jax.config.jax_enable_x64
     case = BY_NAME["sin(40x)"]

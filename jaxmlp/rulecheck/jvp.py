@@ -10,10 +10,10 @@ import numpy as np
 
 from jaxmlp.rulecheck.judge import compare, judge_dtype, judge_fd, vmap_witness
 from jaxmlp.rulecheck.probes import (
-    FD_STEP,
     Leaf,
     cast_floats,
     copies,
+    describe_finite_differences,
     differentiable,
     differentiable_leaves,
     finite_differences,
@@ -113,12 +113,7 @@ def check_jvp(
         ct_leaves = [np.stack(c) for c in zip(*[[np.asarray(x) for x in float_leaves(ct)] for ct in cts])]
         f = jax.jit(fwd)
         reverse = _autodiff_mode(fwd, f, args64, leaves, cts, found, tol)
-        found.witnesses.append(
-            f"finite differences in float64 of <ct, f> at {cotangents} random cotangents: central, steps t and t/2 "
-            f"(t = {FD_STEP:g} × max(|x|, 1e-3·rms x)), Richardson-extrapolated; every coordinate of leaves of ≤ "
-            f"{coordinates} elements, {directions} random directions otherwise; within {fd_safety:g}× the "
-            "estimated error"
-        )
+        found.witnesses.append(describe_finite_differences(coordinates, directions, fd_safety))
         ev = _Evaluation(f, args64, out, ct_leaves, forward_constants(fwd, args64))
         for n, leaf in enumerate(leaves):
             probes = make_probes(leaf, rng, coordinates, directions)

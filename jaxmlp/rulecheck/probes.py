@@ -236,3 +236,12 @@ def copies(args, rng, batch):
         return jax.tree_util.tree_map(move, args)
 
     return [copy(k) for k in range(batch)]
+
+
+def describe_finite_differences(coordinates: int, directions: int, fd_safety: float) -> str:
+    """The finite-difference witness in words, for the report."""
+    return (
+        f"finite differences in float64 of <ct, f>: central, steps t and t/2 (t = {FD_STEP:g} × max(|x|, "
+        f"1e-3·rms x) per coordinate), Richardson-extrapolated; every coordinate of leaves of ≤ {coordinates} "
+        f"elements, {directions} random directions otherwise; each probe within {fd_safety:g}× its estimated error"
+    )

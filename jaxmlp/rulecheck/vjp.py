@@ -10,10 +10,10 @@ import numpy as np
 
 from jaxmlp.rulecheck.judge import compare, coordinate_names, judge_dtype, judge_fd, vmap_witness
 from jaxmlp.rulecheck.probes import (
-    FD_STEP,
     Leaf,
     cast_floats,
     copies,
+    describe_finite_differences,
     differentiable_leaves,
     finite_differences,
     float_leaves,
@@ -132,11 +132,7 @@ def check_vjp(
             else f"jax.jvp (forward mode) in float64: the dot-product test <ct, J·d> = <bwd(ct), d> on every "
             f"finite-difference probe, tolerance {tol:g}"
         )
-        found.witnesses.append(
-            f"finite differences in float64: central, steps t and t/2 (t = {FD_STEP:g} × max(|x|, 1e-3·rms x) per "
-            f"coordinate), Richardson-extrapolated; every coordinate of leaves of ≤ {coordinates} elements, "
-            f"{directions} random directions otherwise; each probe within {fd_safety:g}× its estimated error"
-        )
+        found.witnesses.append(describe_finite_differences(coordinates, directions, fd_safety))
         f = jax.jit(lambda *a: fwd(*a)[0])
         ct_leaves = [np.stack(c) for c in zip(*[[np.asarray(x) for x in float_leaves(ct)] for ct in cts64])]
         evaluation = _Evaluation(f, args64, ct_leaves, sum(np.size(o) for o in float_leaves(run64.out)))
