@@ -16,6 +16,8 @@ import vjp_corpus
 import jaxmlp as jm
 from jaxmlp import rulecheck
 
+from helpers import REPO
+
 CASES = vjp_corpus.CASES
 BY_NAME = {c.name: c for c in CASES}
 
@@ -226,6 +228,25 @@ def test_the_callers_x64_setting_is_untouched():
     case = BY_NAME["sin(40x)"]
     jm.check_vjp(case.fwd, case.bwd, *case.make_args())
     assert jax.config.jax_enable_x64 == x64
+
+
+def test_the_readme_shows_the_report_that_its_example_prints():
+    """README's failing-rule table is this report (the lines without figures: those vary with the CPU)."""
+    text = (REPO / "README.md").read_text()
+    shown = text[
+        text.index("argument leaf  shape") : text.index("verdict: FAILED: arg0") + len("verdict: FAILED: arg0")
+    ]
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 3)).at[0, 0].set(100.0)
+
+    def naive(x, dy):
+        e = jnp.exp(x)
+        return (dy * e / (1 + e),)
+
+    printed = str(jm.check_vjp(lambda x: (jnp.logaddexp(x, 0.0), x), naive, x))
+    keep = ("argument leaf", "FAILED ", "witness:", "verdict:")
+    assert [ln for ln in shown.splitlines() if ln.startswith(keep)] == [
+        ln for ln in printed.splitlines() if ln.startswith(keep)
+    ]
 
 
 def test_assert_vjp_raises_with_the_table():
