@@ -179,6 +179,35 @@ def test_a_rule_that_batches_wrongly_is_caught_by_the_vmap_witness_alone():
     assert any(p.startswith("under jax.vmap the rule raises") for p in problems)
 
 
+def test_autodiff_of_a_loop_is_no_witness_where_converged_finite_differences_back_the_rule():
+    """Bisection: autodiff differentiates the iterations (0), the implicit rule is the derivative."""
+    right = BY_NAME["y + y^3 = a by bisection, implicit rule (autodiff gives 0)"]
+    report = jm.check_vjp(right.fwd, right.bwd, *right.make_args())
+    exact, fd = report.rows[0].check("exact"), report.rows[0].check("fd")
+    assert report.ok and exact.status == "not a witness" and "iterations" in exact.detail and fd.status == "agrees"
+    # where the forward declares another derivative (stop_gradient), autodiff stays the reference
+    declared = BY_NAME["batch norm with stop_gradient statistics, full backward"]
+    assert jm.check_vjp(declared.fwd, declared.bwd, *declared.make_args()).rows[0].check("exact").status == "disagrees"
+
+
+def test_finite_differences_that_do_not_converge_are_left_out():
+    case = BY_NAME["safe sqrt at exactly zero (an infinite one-sided slope)"]
+    report = jm.check_vjp(case.fwd, case.bwd, *case.make_args())
+    assert report.ok and "do not converge left out" in report.rows[0].check("fd").detail
+
+
+def test_a_rule_that_computes_in_float32_inside_is_judged_at_float32s_resolution():
+    case = BY_NAME["RMS norm computed in float32 inside, float16 arguments"]
+    report = jm.check_vjp(case.fwd, case.bwd, *case.make_args())
+    assert report.ok and any("computes in float32 even when given float64" in n for n in report.notes)
+    assert report.rows[0].check("exact").tolerance == pytest.approx(100 * np.finfo(np.float32).eps)
+
+
+def test_complex_arguments_are_refused_in_words():
+    report = jm.check_vjp(lambda z: (z * z, z), lambda z, g: (2 * g * z,), np.array([1 + 2j], np.complex64))
+    assert not report.ok and "complex arguments are not supported" in report.problems[0]
+
+
 def test_cost_grows_with_probes_not_with_size_squared():
     """A 300x300 weight: a dense identity over its coordinates would need 65 GB (the size benchmark times it)."""
     case = BY_NAME["linear 256x128"]
@@ -304,6 +333,15 @@ def weighted_jvp(primals, tangents):
     return weighted(x, w), (1 - jnp.tanh(x) ** 2) * w * dx + jnp.tanh(x) * dw
 
 
+def product(A, B):
+    return A @ B
+
+
+def product_jvp_perturbed(primals, tangents):  # right one argument at a time, not linear in both together
+    (A, B), (tA, tB) = primals, tangents
+    return A @ B, (A + tA) @ (B + tB) - A @ B
+
+
 def weighted_jvp_forgets_w(primals, tangents):
     (x, w), (dx, _) = primals, tangents
     return weighted(x, w), (1 - jnp.tanh(x) ** 2) * w * dx
@@ -320,6 +358,7 @@ JVP_CASES = [
     ("square through a custom_vjp", opaque_square, square_jvp, (X,), True),
     ("tanh(x)·w, two arguments", weighted, weighted_jvp, (X, X[::-1].copy()), True),
     ("tanh(x)·w without w's tangent", weighted, weighted_jvp_forgets_w, (X, X[::-1].copy()), False),
+    ("a product, perturbed arguments multiplied", product, product_jvp_perturbed, (X, X.T.copy()), False),
 ]
 
 
@@ -341,6 +380,8 @@ def test_check_jvp_names_the_witness_and_the_fault():
     assert any("jvp's primal output differs from fwd(*args)" in p for p in shifted.problems)
     naive = jm.check_jvp(softplus, softplus_jvp_naive, LARGE)
     assert "overflows in float32" in naive.rows[0].check("dtype").detail
+    joint = jm.check_jvp(product, product_jvp_perturbed, X, X.T.copy())
+    assert any(p.startswith("jvp is not linear in its tangents") for p in joint.problems), joint.problems
     with pytest.raises(AssertionError, match="hand-written JVP disagrees"):
         jm.assert_jvp(softplus, softplus_jvp_half, X)
 

@@ -259,6 +259,19 @@ def _():
     return (lambda x: (jnp.where(x > 0, jnp.sqrt(x), 0.0), x)), bwd
 
 
+def _zero_and_signs():
+    return (np.array([0.0, -1.0, 0.5, 2.0, -0.3, 1.3], np.float32),)
+
+
+@case("safe sqrt at exactly zero (an infinite one-sided slope)", "nonfinite", True, _zero_and_signs)
+def _():
+    def bwd(x, g):
+        safe = jnp.where(x > 0, x, 1.0)
+        return (jnp.where(x > 0, g * 0.5 / jnp.sqrt(safe), 0.0),)
+
+    return (lambda x: (jnp.where(x > 0, jnp.sqrt(x), 0.0), x)), bwd
+
+
 def _with_zeros():
     x = _normal(18, (12,))
     x[[2, 7]] = 0.0
@@ -390,6 +403,35 @@ def _():
     return fwd, lambda y, g: (g / (1 - 0.5 * (1 - jnp.tanh(y) ** 2)),)
 
 
+def _cube_root_by_bisection(a):
+    """y + y³ = a on a fixed bracket: autodiff of the iterations is 0 (no tangent flows through the
+    comparisons), the implicit derivative 1/(1 + 3y²) is the true one."""
+
+    def body(c):
+        lo, hi, k = c
+        mid = 0.5 * (lo + hi)
+        low = mid + mid**3 < a
+        return jnp.where(low, mid, lo), jnp.where(low, hi, mid), k + 1
+
+    lo, hi, _ = lax.while_loop(lambda c: c[2] < 80, body, (jnp.full_like(a, -3.0), jnp.full_like(a, 3.0), 0))
+    y = 0.5 * (lo + hi)
+    return y, y
+
+
+def _bisection_args():
+    return (np.random.default_rng(29).uniform(-2.0, 2.0, (6,)).astype(np.float32),)
+
+
+@case("y + y^3 = a by bisection, implicit rule (autodiff gives 0)", "while", True, _bisection_args)
+def _():
+    return _cube_root_by_bisection, lambda y, g: (g / (1 + 3 * y**2),)
+
+
+@case("y + y^3 = a by bisection, implicit rule without the 3", "while", False, _bisection_args)
+def _():
+    return _cube_root_by_bisection, lambda y, g: (g / (1 + y**2),)
+
+
 # --- the caller's dtype --------------------------------------------------------------------------
 
 
@@ -443,6 +485,38 @@ def _():
 @case("a float16 cotangent for a float32 argument", "dtype", False, lambda: (_normal(24, (5,)),))
 def _():
     return (lambda x: (x * x, x)), (lambda x, g: ((2 * g * x).astype(jnp.float16),))
+
+
+def _rms_norm_fwd(x):  # mixed precision, as libraries write it: float32 inside, the caller's dtype outside
+    x32 = x.astype(jnp.float32)
+    r = jax.lax.rsqrt(jnp.mean(x32 * x32, -1, keepdims=True) + 1e-6)
+    return (x32 * r).astype(x.dtype), (x32, r)
+
+
+@case(
+    "RMS norm computed in float32 inside, float16 arguments",
+    "dtype",
+    True,
+    lambda: (_normal(30, (4, 8), 1.0, np.float16),),
+)
+def _():
+    def bwd(res, g):
+        x32, r = res
+        g32 = g.astype(jnp.float32)
+        xhat = x32 * r
+        return ((r * (g32 - xhat * jnp.mean(g32 * xhat, -1, keepdims=True))).astype(g.dtype),)
+
+    return _rms_norm_fwd, bwd
+
+
+@case(
+    "log in float16 where the cotangent itself exceeds float16",
+    "dtype",
+    True,
+    lambda: (np.array([1e-5, 0.5, 2.0], np.float16),),
+)
+def _():
+    return (lambda x: (jnp.log(x), x)), (lambda x, g: (g / x,))
 
 
 # --- deliberately constant quantities ------------------------------------------------------------

@@ -24,26 +24,36 @@ The witnesses (the report says which ones judged each leaf):
 - **finite differences** (judged against their own estimated error): float64 central differences of
   s(x) = ⟨ct, f(x)⟩ along probes d — every coordinate of leaves with at most ``coordinates`` elements,
   ``directions`` dense random directions otherwise — with a step per coordinate from the leaf's values
-  (x ± t·d, d scaled by max(|xᵢ|, 10⁻³·rms(x)), t = 10⁻⁵), at steps t and t/2. Richardson's
+  (x ± t·d, d scaled by max(|xᵢ|, 10⁻³·rms(x)), t = 10⁻⁵), at steps t, t/2 and t/4. Richardson's
   extrapolation R = (4·D(t/2) − D(t))/3 is the estimate; its error bound is
-  ``fd_safety`` × (|D(t) − D(t/2)| + 16·ε·Σ|ct·f(x)|/t) (truncation seen between the two steps, plus
-  rounding). A probe fails when |rule − R| exceeds its bound. Where finite differences disagree with
-  autodiff itself (``stop_gradient``, a custom derivative inside the forward, a kink within the step)
-  they are not a witness for that leaf, which the report says rather than failing a rule that agrees
-  with autodiff.
+  ``fd_safety`` × (|D(t) − D(t/2)| + 16·ε·Σ|ct·f(x)|/t) (truncation seen between the steps, plus
+  rounding). A probe whose differences do not converge as t² (D(t) − D(t/2) ≈ 4·(D(t/2) − D(t/4)) or
+  below rounding: an infinite slope, a kink within the steps) is left out. A probe fails when
+  |rule − R| exceeds its bound.
+- **who is right** when autodiff and finite differences disagree: where the forward declares another
+  derivative (``stop_gradient`` or a ``custom_vjp`` in its jaxpr), autodiff; finite differences are then
+  "not a witness" for that leaf. Otherwise the forward's values: where converged finite differences agree
+  with the rule and disagree with autodiff (a bisection or fixed-point ``while_loop`` differentiated
+  through its iterations, a formula that loses precision), autodiff is "not a witness". Where finite
+  differences disagree with both, they are not a witness (a kink, a ``custom_jvp`` inside).
 - **the caller's dtype**: the rule run at the dtype it was given (e.g. float32), outside float64: a
-  non-finite cotangent where float64 gives a finite one fails ("overflows in float32"), and so does an
-  error beyond √ε of that dtype *and* beyond 10× autodiff's own error at that dtype. Cotangent
-  shapes and dtypes are checked here against the arguments' (a float16 gradient for a float32
-  parameter is a bug that ``jax.custom_vjp`` passes on silently), and the rule is run once through
-  ``jax.custom_vjp`` itself, so what it would refuse at run time is refused here.
+  non-finite cotangent where float64 gives a finite one that the dtype can hold and autodiff at that
+  dtype is finite fails ("overflows in float32"), and so does an error beyond √ε of that dtype *and*
+  beyond 10× autodiff's own error at that dtype. Cotangent shapes and dtypes are checked here against
+  the arguments' (a float16 gradient for a float32 parameter is a bug that ``jax.custom_vjp`` passes on
+  silently), and the rule is run once through ``jax.custom_vjp`` itself, so what it would refuse at run
+  time is refused here. A rule or forward whose float64 jaxpr still computes in float32 (or lower) is
+  judged at that precision's resolution (tolerance 100·ε of it), and the report says so.
 - **vmap**: the rule under ``jax.vmap`` (through ``jax.custom_vjp`` / ``custom_jvp``, as a user's batched
   code runs it) over ``batch`` perturbed copies of the arguments equals the rule applied to each copy
   (tolerance ``tol``).
 
-Relative errors are ‖a − b‖ / max(‖a‖, ‖b‖) (0 when both are 0). What the witnesses cannot see: an
-error below ``tol`` of the cotangent's norm; a rule that is wrong only where no random point lands
-(exactly at a kink); with autodiff unavailable, an error below the finite differences' bound.
+``check_jvp`` probes each leaf alone and, once, every leaf together (a rule must be linear in its
+tangents). Relative errors are ‖a − b‖ / max(‖a‖, ‖b‖) (0 when both are 0). Complex arguments are
+refused. What the witnesses cannot see: an error below ``tol`` of the cotangent's norm; a rule that is
+wrong only where no random point lands (exactly at a kink); where autodiff is unavailable or no witness,
+an error below the finite differences' bound — and so an autodiff that is merely imprecise, where finite
+differences cannot resolve the difference, fails a more accurate rule.
 """
 
 from jaxmlp.rulecheck.jvp import as_custom_jvp, assert_jvp, check_jvp

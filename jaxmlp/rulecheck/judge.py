@@ -19,17 +19,20 @@ def compare(mine, ref, tol, witness, where_of, label="bwd", ref_label=None) -> C
     if err <= tol:
         return Check(witness, "agrees", err, tol)
     r, c = np.unravel_index(int(np.argmax(np.abs(a - b))), a.shape)
-    detail = f"{label} {a[r, c]:.6g} vs {ref_label or witness} {b[r, c]:.6g}"
+    detail = f"{label} {a[r, c]:.10g} vs {ref_label or witness} {b[r, c]:.10g}"
     return Check(witness, "disagrees", err, tol, where_of(r, c), detail)
 
 
-def judge_fd(rule_p, fd_p, bound_p, exact_p, probes_names, norms, safety, constants, label="bwd") -> Check:
-    """Finite differences on all probes of one leaf: (P, C) arrays for the rule, the estimate, its error
-    bound and the exact witness (NaN where there is none)."""
+def judge_fd(rule_p, fd_p, bound_p, exact_p, probes_names, norms, safety, forward, label="bwd", floor=1e-13):
+    """Finite differences on all probes of one leaf: (P, C) arrays for the rule, the estimate (NaN where it is
+    no evidence), its error bound and the exact witness (NaN where there is none). Returns the Check and
+    whether finite differences disagree with the exact witness anywhere (then autodiff may be the wrong side).
+    ``floor``: a relative allowance for rules that compute in less than float64."""
     usable = np.isfinite(fd_p) & np.isfinite(bound_p)
     if not usable.any():
-        return Check(FD, "skipped", detail="f is non-finite at the finite-difference steps (outside its domain)")
-    limit = safety * bound_p + 1e-13 * np.abs(fd_p)
+        detail = "they do not converge, or f is non-finite at the steps (not smooth there, or outside its domain)"
+        return Check(FD, "skipped", detail=detail), False
+    limit = safety * bound_p + floor * np.maximum(np.abs(fd_p), np.abs(rule_p))
     off = np.where(usable, np.abs(rule_p - fd_p), 0.0)
     bad = usable & (off > limit)
     exact_off = usable & np.isfinite(exact_p) & (np.abs(np.nan_to_num(exact_p) - fd_p) > limit)
@@ -37,18 +40,31 @@ def judge_fd(rule_p, fd_p, bound_p, exact_p, probes_names, norms, safety, consta
     err = relative_error(a, b)
     scale = max(np.linalg.norm(a), np.linalg.norm(b)) or 1.0
     tol = float(np.linalg.norm(np.where(usable, limit, 0.0)) / scale)
+    left_out = int((~usable).any(1).sum())
+    note = f"{left_out} probe(s) where they do not converge left out" if left_out else ""
     if not bad.any():
-        return Check(FD, "agrees", err, tol)
+        return Check(FD, "agrees", err, tol, detail=note), bool(exact_off.any())
     if not (bad & ~exact_off).any():  # wherever FD disagrees with the rule, it disagrees with autodiff too
-        reason = f"the forward uses {constants}" if constants else "the forward is not differentiable within the step"
-        return Check(
-            FD, "not a witness", err, tol, detail=f"they disagree with autodiff itself ({reason}); autodiff judged"
-        )
+        detail = f"they disagree with autodiff itself ({forward.reason()}); autodiff judged"
+        return Check(FD, "not a witness", err, tol, detail=detail), True
     ratio = np.where(bad & ~exact_off, off / np.maximum(limit, 1e-300), 0.0)
     p, c = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
     n = norms[p]
-    detail = f"{label} {rule_p[p, c] / n:.6g} vs finite differences {fd_p[p, c] / n:.6g} ± {limit[p, c] / n:.1e}"
-    return Check(FD, "disagrees", err, tol, probes_names[p], detail)
+    detail = f"{label} {rule_p[p, c] / n:.10g} vs finite differences {fd_p[p, c] / n:.10g} ± {limit[p, c] / n:.1e}"
+    return Check(FD, "disagrees", err, tol, probes_names[p], detail), bool(exact_off.any())
+
+
+def reconcile(exact: Check, fd: Check, fd_against_exact: bool, forward) -> None:
+    """Autodiff is the forward's derivative unless it disagrees with converged finite differences that agree
+    with the rule, in a forward that declares no other derivative (no stop_gradient, no custom_vjp): then
+    autodiff is no witness (a loop's iterations differentiated instead of their limit, a formula that loses
+    precision) and finite differences judge."""
+    if exact.status == "disagrees" and fd.status == "agrees" and fd_against_exact and not forward.declared:
+        why = "it differentiates the loop's iterations, not their limit" if forward.loops else "it loses precision here"
+        exact.status = "not a witness"
+        exact.detail = (
+            f"it disagrees with finite differences, which agree with the rule ({why}); finite differences judged"
+        )
 
 
 def judge_dtype(mine_c, mine64, ref_c, ref64, dtype: np.dtype, forward_finite: bool, where_of, label="bwd") -> Check:
@@ -57,16 +73,18 @@ def judge_dtype(mine_c, mine64, ref_c, ref64, dtype: np.dtype, forward_finite: b
     name = str(dtype)
     if not forward_finite:
         return Check(name, "skipped", detail=f"the forward itself is non-finite in {name}")
-    bad = ~np.isfinite(mine_c) & np.isfinite(mine64)
+    representable = np.abs(np.nan_to_num(mine64)) <= float(np.finfo(dtype).max)  # else no rule could give it
+    autodiff_finite = np.ones_like(representable) if ref_c is None else np.isfinite(ref_c)
+    bad = ~np.isfinite(mine_c) & np.isfinite(mine64) & representable & autodiff_finite
     if bad.any():
         r, c = np.unravel_index(int(np.argmax(bad)), bad.shape)
         return Check(
             name,
             "disagrees",
             where=where_of(r, c),
-            detail=f"overflows in {name}: {label} gives {mine_c[r, c]} where float64 gives {mine64[r, c]:.6g}",
+            detail=f"overflows in {name}: {label} gives {mine_c[r, c]} where float64 gives {mine64[r, c]:.10g}",
         )
-    finite = np.isfinite(mine64)
+    finite = np.isfinite(mine64) & np.isfinite(mine_c)
     err = relative_error(np.where(finite, mine_c, 0.0), np.where(finite, mine64, 0.0))
     floor = float(np.sqrt(np.finfo(dtype).eps))
     ref_err = float("nan") if ref_c is None or ref64 is None else relative_error(ref_c, ref64)

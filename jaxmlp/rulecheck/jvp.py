@@ -8,10 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp.rulecheck.judge import compare, judge_dtype, judge_fd, vmap_witness
+from jaxmlp.rulecheck.judge import compare, judge_dtype, judge_fd, reconcile, vmap_witness
 from jaxmlp.rulecheck.probes import (
     Leaf,
     cast_floats,
+    complex_leaves,
     copies,
     describe_finite_differences,
     differentiable,
@@ -19,7 +20,7 @@ from jaxmlp.rulecheck.probes import (
     finite_differences,
     flat,
     float_leaves,
-    forward_constants,
+    inspect_forward,
     jvp_values,
     leaf_of,
     make_probes,
@@ -89,8 +90,11 @@ def check_jvp(
     ``jax.jvp`` (the dot-product test with ``jax.vjp`` where forward mode cannot run) and against finite
     differences of ⟨ct, f⟩ at ``cotangents`` random cotangents; at the caller's dtype; under ``jax.vmap``."""
     rng = np.random.default_rng(seed)
-    leaves = differentiable_leaves(args)
+    leaves = [] if complex_leaves(args) else differentiable_leaves(args)
     found = Findings("jvp", {leaf.name: LeafRow(leaf.name, leaf.value.shape, str(leaf.dtype)) for leaf in leaves})
+    found.problems += complex_leaves(args)
+    if found.problems:
+        return found.report(tol, fd_safety)
     # one dense tangent per leaf, exactly representable at the caller's dtype, for the dtype witness
     dtype_probe = {
         leaf.name: np.asarray((rng.standard_normal(leaf.value.shape) * step_scale(leaf.value)).astype(leaf.dtype))
@@ -114,7 +118,18 @@ def check_jvp(
         f = jax.jit(fwd)
         reverse = _autodiff_mode(fwd, f, args64, leaves, cts, found, tol)
         found.witnesses.append(describe_finite_differences(coordinates, directions, fd_safety))
-        ev = _Evaluation(f, args64, out, ct_leaves, forward_constants(fwd, args64))
+        calls = [(fwd, args64)]
+        if leaves:  # the rule's own precision, on a tangent of the first leaf
+            calls.append((jvp, (args64, _tangents(args64, leaves[0], np.zeros(leaves[0].value.shape)))))
+        forward = inspect_forward(*calls)
+        exact_tol, floor = tol, 1e-13
+        if forward.precision:  # the rule or the function computes in less than float64: judged at its resolution
+            exact_tol = floor = max(tol, 100 * float(np.finfo(forward.precision).eps))
+            found.notes.append(
+                f"f or its jvp computes in {forward.precision} even when given float64: autodiff and finite "
+                f"differences judged at that resolution, tolerance {exact_tol:.1e}"
+            )
+        ev = _Evaluation(f, args64, out, ct_leaves, forward, exact_tol, floor)
         for n, leaf in enumerate(leaves):
             probes = make_probes(leaf, rng, coordinates, directions)
             tangents = _rule_tangents(
@@ -123,7 +138,7 @@ def check_jvp(
             if tangents is None:
                 continue
             row = found.rows[leaf.name]
-            _judge_leaf(row, leaf, probes, tangents[:-1], None if reverse is None else reverse[n], ev, tol, fd_safety)
+            _judge_leaf(row, leaf, probes, tangents[:-1], None if reverse is None else reverse[n], ev, fd_safety)
             tan_c, ref_c = tangents_c[leaf.name]
             if leaf.dtype != np.float64 and tan_c is not None:
                 try:
@@ -142,6 +157,8 @@ def check_jvp(
                         "jvp",
                     )
                 )
+        if len(leaves) > 1 and not found.problems and reverse is not False:
+            _joint_tangent(jvp, ev, leaves, reverse, rng, found)
         low = sorted({str(leaf.dtype) for leaf in leaves if leaf.dtype != np.float64})
         if low:
             found.witnesses.append(
@@ -162,7 +179,9 @@ class _Evaluation:
     args: tuple
     out: object
     ct_leaves: list
-    constants: str
+    forward: object  # probes.Forward
+    tol: float  # the exact witnesses' tolerance (looser where the rule computes in less than float64)
+    floor: float  # finite differences' relative allowance, likewise
 
     @property
     def ct_flat(self) -> np.ndarray:  # (C, Q): every cotangent flattened over the floating outputs
@@ -241,11 +260,13 @@ def _rule_tangents(jvp, ev, leaf, directions, found, n):
     return np.stack(outs)
 
 
-def _judge_leaf(row, leaf, probes, rule_t, reverse, ev, tol, fd_safety):
+def _judge_leaf(row, leaf, probes, rule_t, reverse, ev, fd_safety):
     """The exact witness (jax.jvp on every probe, else the dot-product test with jax.vjp's ``reverse``) and
     finite differences, for the rule's tangent outputs ``rule_t`` (P, Q) on the probes of one leaf."""
     where = lambda r, c: f"tangent at {probes.names[r]}, output coordinate {c}"  # noqa: E731
     exact_name = "jax.jvp" if reverse is None else "jax.vjp (dot-product test)"
+    tol = ev.tol
+    exact = Check(exact_name, "skipped", detail="neither jax.jvp nor jax.vjp can differentiate f")
     if not np.isfinite(rule_t).all():
         r, c = np.unravel_index(int(np.argmax(~np.isfinite(rule_t))), rule_t.shape)
         row.checks.append(Check(exact_name, "disagrees", float("nan"), tol, where(r, c), "jvp is non-finite"))
@@ -256,7 +277,8 @@ def _judge_leaf(row, leaf, probes, rule_t, reverse, ev, tol, fd_safety):
     out_size = ct_flat.shape[1]
     if reverse is None:
         ref_t = jvp_values(ev.f, ev.args, leaf, probes, ev.ct_leaves, out_size, full=True)
-        row.checks.append(compare(rule_t, ref_t, tol, "jax.jvp", where, "jvp"))
+        exact = compare(rule_t, ref_t, tol, "jax.jvp", where, "jvp")
+        row.checks.append(exact)
         finite = np.isfinite(ref_t).all(1, keepdims=True)
         if not finite.all():
             row.checks[-1].detail += " (jax.jvp is non-finite on some probes: finite differences judge those)"
@@ -265,15 +287,43 @@ def _judge_leaf(row, leaf, probes, rule_t, reverse, ev, tol, fd_safety):
         exact_p = probes.directional(reverse)
         norms = probes.norms[:, None]
         names = probes.names
-        row.checks.append(
-            compare((rule_p / norms).T, (exact_p / norms).T, tol, exact_name, lambda r, c: names[c], "jvp")
-        )
+        exact = compare((rule_p / norms).T, (exact_p / norms).T, tol, exact_name, lambda r, c: names[c], "jvp")
+        row.checks.append(exact)
     try:
         fd, bound = finite_differences(ev.f, ev.args, leaf, probes, ev.ct_leaves, out_size)
     except Exception as e:  # noqa: BLE001 - reported
         row.checks.append(Check(FD, "skipped", detail=f"f cannot be evaluated at the steps: {one_line(e)}"))
         return
-    row.checks.append(judge_fd(rule_p, fd, bound, exact_p, probes.names, probes.norms, fd_safety, ev.constants, "jvp"))
+    fd_check, fd_against_exact = judge_fd(
+        rule_p, fd, bound, exact_p, probes.names, probes.norms, fd_safety, ev.forward, "jvp", floor=ev.floor
+    )
+    row.checks.append(fd_check)
+    reconcile(exact, fd_check, fd_against_exact, ev.forward)
+
+
+def _joint_tangent(jvp, ev, leaves, reverse, rng, found):
+    """Every leaf's tangent at once: a rule that is right one argument at a time but not linear in its
+    tangents together (a product of perturbed arguments, say) is a problem of the rule as a whole."""
+    tangents = _tangents(ev.args, leaves[0], np.zeros(leaves[0].value.shape))
+    for leaf in leaves:
+        value = rng.standard_normal(leaf.value.shape) * step_scale(leaf.value)
+        tangents = with_leaf(tangents, leaf.i, leaf.path, jnp.asarray(value))
+    _, rule = _tangent_out(jvp(ev.args, tangents), ev.out, found.problems, check_dtype=False)
+    if rule is None:
+        return
+    if reverse is None:
+        mine, ref = rule, np.asarray(flat(jax.jvp(ev.f, ev.args, tangents)[1]), np.float64)
+    else:  # the dot-product test: <ct, jvp(t)> against the sum over leaves of <J^T ct, t>
+        mine = ev.ct_flat @ rule
+        ref = sum(
+            np.asarray(r.reshape(len(r), -1)) @ np.ravel(leaf_of(tangents, leaf)) for r, leaf in zip(reverse, leaves)
+        )
+    err = relative_error(mine, ref)
+    if not err <= ev.tol:
+        found.problems.append(
+            f"jvp is not linear in its tangents: with every argument's tangent at once it differs from autodiff by "
+            f"{err:.1e} (tolerance {ev.tol:.0e}), though each argument alone may agree"
+        )
 
 
 def _vmap_rows(fwd, jvp, args64, leaves, rng, batch, found, tol):

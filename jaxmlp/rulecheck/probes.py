@@ -43,14 +43,41 @@ def cast_floats(dtype_of, tree):
     return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype_of(a)) if differentiable(a) else a, tree)
 
 
-def forward_constants(f, args) -> str:
-    """What in the forward makes its derivative differ from finite differences by design, if anything."""
-    try:
-        text = str(jax.make_jaxpr(f)(*args))
-    except Exception:  # noqa: BLE001 - only an explanation
-        return ""
-    found = [name for name in ("stop_gradient", "custom_jvp_call", "custom_vjp_call") if name in text]
-    return ", ".join(found)
+@dataclass(frozen=True)
+class Forward:
+    """What a function's jaxpr says about its derivative: ``declared`` — stop_gradient or a custom_vjp inside,
+    a derivative other than the values' by intent (autodiff is then the reference, not finite differences);
+    ``custom`` — custom_jvp rules inside (jax.nn's, say); ``loops`` — a lax.while_loop (autodiff then
+    differentiates the iterations, not their limit); ``precision`` — the lowest float dtype it computes in
+    when given float64 (None: float64 throughout)."""
+
+    declared: str = ""
+    custom: bool = False
+    loops: bool = False
+    precision: str | None = None
+
+    def reason(self) -> str:
+        """Why finite differences may disagree with autodiff by design, in words."""
+        found = [self.declared] if self.declared else []
+        found += ["custom_jvp"] if self.custom else []
+        return f"the forward uses {', '.join(found)}" if found else "the forward is not differentiable within the step"
+
+
+LOW_PRECISION = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}  # jaxpr spelling, coarsest last
+
+
+def inspect_forward(*calls) -> Forward:
+    """``Forward`` from the jaxprs of ``(fn, args)`` calls in float64 (fwd, and bwd for its precision)."""
+    texts = []
+    for fn, args in calls:
+        try:
+            texts.append(str(jax.make_jaxpr(fn)(*args)))
+        except Exception:  # noqa: BLE001 - only an explanation: what cannot be traced says nothing
+            texts.append("")
+    first = texts[0] if texts else ""
+    declared = ", ".join(name for name in ("stop_gradient", "custom_vjp_call") if name in first)
+    found = [name for key, name in LOW_PRECISION.items() for t in texts if f"{key}[" in t]
+    return Forward(declared, "custom_jvp_call" in first, "while[" in first, found[-1] if found else None)
 
 
 @dataclass
@@ -94,6 +121,17 @@ class Probes:
         out = np.zeros((len(index), int(np.prod(shape))))
         out[np.arange(len(index)), index] = sigma
         return out.reshape((len(index), *shape))
+
+
+def complex_leaves(args) -> list:
+    """Problems, one per complex leaf of ``args``: the witnesses perturb and compare real values only."""
+    return [
+        f"arg{i}{jax.tree_util.keystr(path)} is complex: complex arguments are not supported (split them into "
+        "real and imaginary parts)"
+        for i, arg in enumerate(args)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(arg)[0]
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.complexfloating)
+    ]
 
 
 def differentiable_leaves(args) -> list:
@@ -162,9 +200,9 @@ def contract(out, ct_leaves):
 
 def finite_differences(f, args, leaf: Leaf, probes: Probes, ct_leaves, out_size: int):
     """(R, bound), both (P, C): Richardson estimates of ⟨ct_c, J·d_p⟩ and their estimated errors (before
-    the safety factor); NaN where f leaves its domain at a step."""
+    the safety factor); R is NaN where f leaves its domain at a step or the differences do not converge."""
     t = FD_STEP
-    steps = jnp.asarray([t, -t, t / 2, -t / 2])
+    steps = jnp.asarray([t, -t, t / 2, -t / 2, t / 4, -t / 4])
 
     def at_probe(consts, probe):
         args, cts = consts
@@ -173,14 +211,21 @@ def finite_differences(f, args, leaf: Leaf, probes: Probes, ct_leaves, out_size:
         def at_step(tau):
             return contract(f(*with_leaf(args, leaf.i, leaf.path, moved(value, probe, probes.kind, tau))), cts)[0]
 
-        return jax.vmap(at_step)(steps)  # (4, C)
+        return jax.vmap(at_step)(steps)  # (6, C)
 
-    s = evaluate(at_probe, (args, ct_leaves), probes.items(), 4 * (out_size + leaf.value.size))
+    s = evaluate(at_probe, (args, ct_leaves), probes.items(), 6 * (out_size + leaf.value.size))
     _, m = contract(f(*args), ct_leaves)
     d1 = (s[:, 0] - s[:, 1]) / (2 * t)
     d2 = (s[:, 2] - s[:, 3]) / t
-    bound = np.abs(d1 - d2) + NOISE * EPS * np.asarray(m, np.float64)[None, :] / t
-    return (4 * d2 - d1) / 3, bound
+    d4 = (s[:, 4] - s[:, 5]) / (t / 2)
+    noise = NOISE * EPS * np.asarray(m, np.float64)[None, :] / t
+    # A smooth function's central differences converge as t²: D(t) − D(t/2) ≈ 4·(D(t/2) − D(t/4)). Where
+    # they do not (an infinite slope, a kink within the steps) the estimate is no evidence: NaN.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = (d1 - d2) / (d2 - d4)
+    converged = (np.abs(d1 - d2) <= 4 * noise) | ((ratio >= 2) & (ratio <= 8))
+    bound = np.abs(d1 - d2) + noise
+    return np.where(converged, (4 * d2 - d1) / 3, np.nan), bound
 
 
 def unit_tangent(value, probe, kind):
@@ -241,7 +286,8 @@ def copies(args, rng, batch):
 def describe_finite_differences(coordinates: int, directions: int, fd_safety: float) -> str:
     """The finite-difference witness in words, for the report."""
     return (
-        f"finite differences in float64 of <ct, f>: central, steps t and t/2 (t = {FD_STEP:g} × max(|x|, "
-        f"1e-3·rms x) per coordinate), Richardson-extrapolated; every coordinate of leaves of ≤ {coordinates} "
-        f"elements, {directions} random directions otherwise; each probe within {fd_safety:g}× its estimated error"
+        f"finite differences in float64 of <ct, f>: central, steps t, t/2, t/4 (t = {FD_STEP:g} × max(|x|, "
+        f"1e-3·rms x) per coordinate), Richardson-extrapolated, left out where they do not converge as t²; every "
+        f"coordinate of leaves of ≤ {coordinates} elements, {directions} random directions otherwise; each probe "
+        f"within {fd_safety:g}× its estimated error"
     )

@@ -8,17 +8,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp.rulecheck.judge import compare, coordinate_names, judge_dtype, judge_fd, vmap_witness
+from jaxmlp.rulecheck.judge import compare, coordinate_names, judge_dtype, judge_fd, reconcile, vmap_witness
 from jaxmlp.rulecheck.probes import (
     Leaf,
     cast_floats,
+    complex_leaves,
     copies,
     describe_finite_differences,
     differentiable_leaves,
     finite_differences,
     float_leaves,
-    forward_constants,
     index_str,
+    inspect_forward,
     jvp_values,
     leaf_of,
     make_probes,
@@ -52,11 +53,8 @@ def _cotangent_tree(result_i, arg_i, name, problems) -> dict:
 def _split(result, args, label, problems) -> list | None:
     """A rule's per-argument result as one {path: value} per argument, or None when it is malformed."""
     if not isinstance(result, (tuple, list)) or len(result) != len(args):
-        length = len(result) if isinstance(result, (tuple, list)) else "—"
-        problems.append(
-            f"{label} returned {type(result).__name__} of length {length}; it must return a tuple with one "
-            f"entry per argument ({len(args)})"
-        )
+        what = f"{len(result)} entries" if isinstance(result, (tuple, list)) else f"a single {type(result).__name__}"
+        problems.append(f"{label} returned {what}; it must return a tuple with one entry per argument ({len(args)})")
         return None
     return [_cotangent_tree(r, a, f"arg{i}", problems) for i, (r, a) in enumerate(zip(result, args))]
 
@@ -86,6 +84,7 @@ class _Run:
     cotangents (C, *shape) as float64 (None where the result was malformed) and autodiff's (or None)."""
 
     out: object
+    residuals: object
     cts: list
     mine: list
     autodiff: list | None
@@ -108,8 +107,11 @@ def check_vjp(
     cotangents. Cost: one forward per probe and step (``coordinates``, ``directions``), never a leaf's size
     squared. ``batch=0`` skips the vmap witness. Returns a ``RuleReport`` (``ok``, ``print``-able)."""
     rng = np.random.default_rng(seed)
-    leaves = differentiable_leaves(args)
+    leaves = [] if complex_leaves(args) else differentiable_leaves(args)
     found = Findings("vjp", {leaf.name: LeafRow(leaf.name, leaf.value.shape, str(leaf.dtype)) for leaf in leaves})
+    found.problems += complex_leaves(args)
+    if found.problems:
+        return found.report(tol, fd_safety)
     low = sorted({str(leaf.dtype) for leaf in leaves if leaf.dtype != np.float64})
     caller = _run(fwd, bwd, args, leaves, None, found, "at the caller's dtype", rng=rng, cotangents=cotangents)
     if caller is None:
@@ -126,17 +128,26 @@ def check_vjp(
         run64 = _run(fwd, bwd, args64, leaves, cts64, found, "in float64")
         if run64 is None:
             return found.report(tol, fd_safety)
+        forward = inspect_forward((lambda *a: fwd(*a)[0], args64), (bwd, (run64.residuals, cts64[0])))
+        exact_tol, floor = tol, 1e-13
+        if forward.precision:  # the rule or the forward computes in less than float64: judged at its resolution
+            exact_tol = floor = max(tol, 100 * float(np.finfo(forward.precision).eps))
+            found.notes.append(
+                f"fwd or bwd computes in {forward.precision} even when given float64 (its jaxpr has "
+                f"{forward.precision} values): autodiff and finite differences judged at that resolution, "
+                f"tolerance {exact_tol:.1e}; a dtype-generic rule (jnp.promote_types(x.dtype, jnp.float32)) is "
+                "checked to 1e-10"
+            )
         found.witnesses.append(
-            f"jax.vjp (reverse mode) in float64 at {cotangents} random cotangents, tolerance {tol:g}"
+            f"jax.vjp (reverse mode) in float64 at {cotangents} random cotangents, tolerance {exact_tol:g}"
             if run64.autodiff is not None
             else f"jax.jvp (forward mode) in float64: the dot-product test <ct, J·d> = <bwd(ct), d> on every "
-            f"finite-difference probe, tolerance {tol:g}"
+            f"finite-difference probe, tolerance {exact_tol:g}"
         )
         found.witnesses.append(describe_finite_differences(coordinates, directions, fd_safety))
         f = jax.jit(lambda *a: fwd(*a)[0])
         ct_leaves = [np.stack(c) for c in zip(*[[np.asarray(x) for x in float_leaves(ct)] for ct in cts64])]
         evaluation = _Evaluation(f, args64, ct_leaves, sum(np.size(o) for o in float_leaves(run64.out)))
-        constants = forward_constants(lambda *a: fwd(*a)[0], args64)
         for n, leaf in enumerate(leaves):
             if run64.mine[n] is not None and caller.mine[n] is not None:
                 _judge_leaf(
@@ -145,13 +156,14 @@ def check_vjp(
                     run64,
                     n,
                     evaluation,
-                    constants,
+                    forward,
                     rng,
                     found.notes,
                     coordinates=coordinates,
                     directions=directions,
-                    tol=tol,
+                    tol=exact_tol,
                     fd_safety=fd_safety,
+                    floor=floor,
                 )
 
         if low:
@@ -201,7 +213,8 @@ def _run(fwd, bwd, args, leaves, cts, found, where, *, rng=None, cotangents=0) -
         return None
     mine = []
     for leaf in leaves:
-        values = [_leaf_value(s, leaf, found.problems, check_dtype=at_caller) for s in split]
+        said = found.problems if at_caller else []  # a fault of shape is said once, at the caller's dtype
+        values = [_leaf_value(s, leaf, said, check_dtype=at_caller) for s in split]
         mine.append(None if any(v is None for v in values) else np.stack(values))
     autodiff = None
     if not at_caller or any(leaf.dtype != np.float64 for leaf in leaves):
@@ -214,7 +227,7 @@ def _run(fwd, bwd, args, leaves, cts, found, where, *, rng=None, cotangents=0) -
                 found.notes.append(
                     f"jax.vjp cannot differentiate fwd ({one_line(e)}); forward mode (jax.jvp) judges instead"
                 )
-    return _Run(out, cts, mine, autodiff)
+    return _Run(out, residuals, cts, mine, autodiff)
 
 
 @dataclass
@@ -227,7 +240,7 @@ class _Evaluation:
     out_size: int
 
 
-def _judge_leaf(row, leaf, run64, n, ev, constants, rng, notes, *, coordinates, directions, tol, fd_safety):
+def _judge_leaf(row, leaf, run64, n, ev, forward, rng, notes, *, coordinates, directions, tol, fd_safety, floor):
     """The exact witness (jax.vjp, else forward mode's dot-product test) and finite differences on one leaf."""
     rule = run64.mine[n]  # (C, *shape)
     flat = rule.reshape(len(rule), -1)
@@ -241,7 +254,8 @@ def _judge_leaf(row, leaf, run64, n, ev, constants, rng, notes, *, coordinates, 
         return
     sets = [make_probes(leaf, rng, coordinates, directions)]
     if reverse is not None:
-        row.checks.append(compare(flat, reverse.reshape(len(reverse), -1), tol, "jax.vjp", coordinate_names(leaf)))
+        exact = compare(flat, reverse.reshape(len(reverse), -1), tol, "jax.vjp", coordinate_names(leaf))
+        row.checks.append(exact)
         finite = np.isfinite(reverse).all(0)
         if not finite.all():
             first = index_str(leaf.value.shape, int(np.argmax(~finite.ravel())))
@@ -251,36 +265,37 @@ def _judge_leaf(row, leaf, run64, n, ev, constants, rng, notes, *, coordinates, 
             )
             if sets[0].kind == "dense":  # the dense directions mix them in: probe them one by one as well
                 sets.append(make_probes(leaf, rng, coordinates, directions, only=~finite))
-        exact = [s.directional(np.where(np.isfinite(reverse), reverse, np.nan)) for s in sets]
+        exact_p = [s.directional(np.where(np.isfinite(reverse), reverse, np.nan)) for s in sets]
     else:
         try:
-            exact = [jvp_values(ev.f, ev.args, leaf, s, ev.ct_leaves, ev.out_size, full=False) for s in sets]
+            exact_p = [jvp_values(ev.f, ev.args, leaf, s, ev.ct_leaves, ev.out_size, full=False) for s in sets]
             norms = np.concatenate([s.norms for s in sets])[:, None]
             names = sum((s.names for s in sets), [])
             rule_p = np.concatenate([s.directional(rule) for s in sets]) / norms
-            row.checks.append(
-                compare(rule_p.T, (np.concatenate(exact) / norms).T, tol, exact_name, lambda r, c: names[c])
-            )
+            exact = compare(rule_p.T, (np.concatenate(exact_p) / norms).T, tol, exact_name, lambda r, c: names[c])
+            row.checks.append(exact)
         except Exception as e:  # noqa: BLE001 - finite differences alone, said so
-            row.checks.append(Check(exact_name, "skipped", detail=f"jax.jvp cannot run either: {one_line(e)}"))
-            exact = [np.full((len(s.names), len(rule)), np.nan) for s in sets]
+            exact = Check(exact_name, "skipped", detail=f"jax.jvp cannot run either: {one_line(e)}")
+            row.checks.append(exact)
+            exact_p = [np.full((len(s.names), len(rule)), np.nan) for s in sets]
     try:
         fd = [finite_differences(ev.f, ev.args, leaf, s, ev.ct_leaves, ev.out_size) for s in sets]
     except Exception as e:  # noqa: BLE001 - reported
         row.checks.append(Check(FD, "skipped", detail=f"f cannot be evaluated at the steps: {one_line(e)}"))
         return
-    row.checks.append(
-        judge_fd(
-            np.concatenate([s.directional(rule) for s in sets]),
-            np.concatenate([r for r, _ in fd]),
-            np.concatenate([b for _, b in fd]),
-            np.concatenate(exact),
-            sum((s.names for s in sets), []),
-            np.concatenate([s.norms for s in sets]),
-            fd_safety,
-            constants,
-        )
+    fd_check, fd_against_exact = judge_fd(
+        np.concatenate([s.directional(rule) for s in sets]),
+        np.concatenate([r for r, _ in fd]),
+        np.concatenate([b for _, b in fd]),
+        np.concatenate(exact_p),
+        sum((s.names for s in sets), []),
+        np.concatenate([s.norms for s in sets]),
+        fd_safety,
+        forward,
+        floor=floor,
     )
+    row.checks.append(fd_check)
+    reconcile(exact, fd_check, fd_against_exact, forward)
 
 
 def assert_vjp(fwd, bwd, *args, **options) -> RuleReport:
