@@ -252,6 +252,50 @@ def test_right_rules_with_odd_arguments_and_outputs_pass(name, fwd, bwd, args):
     assert all(row.check("vmap").status == "agrees" for row in report.rows)  # batched keys and float0 too
 
 
+@jax.custom_jvp
+def _round_ste(x):  # straight-through rounding written with custom_jvp: the derivative is 1 by declaration
+    return jnp.round(x)
+
+
+_round_ste.defjvp(lambda primals, tangents: (jnp.round(primals[0]), tangents[0]))
+
+
+def test_a_custom_jvp_inside_the_forward_declares_its_derivative():
+    """Finite differences (0) agree with a rule that returns 0, but the forward declares 1: a wrong rule."""
+    x = np.linspace(-2.3, 2.7, 7).astype(np.float32)
+    wrong = jm.check_vjp(lambda x: (_round_ste(x), None), lambda _, g: (0 * g,), x)
+    assert not wrong.ok and wrong.rows[0].check("exact").status == "disagrees"
+    assert jm.check_vjp(lambda x: (_round_ste(x), None), lambda _, g: (g,), x).ok
+
+
+def test_none_inside_an_argument_pytree():
+    def fwd(pair):
+        x, _ = pair
+        return jnp.sin(x), x
+
+    report = jm.check_vjp(fwd, lambda x, g: ((g * jnp.cos(x), None),), (np.ones(3, np.float32), None))
+    assert report.ok, str(report)
+
+
+def test_bfloat16_inside_is_named_bfloat16():
+    def fwd(x):
+        return (x.astype(jnp.bfloat16) * 2).astype(x.dtype), None
+
+    report = jm.check_vjp(fwd, lambda _, g: ((g.astype(jnp.bfloat16) * 2).astype(g.dtype),), np.ones(4, np.float32))
+    assert any("computes in bfloat16" in n for n in report.notes), report.notes
+
+
+def test_a_jvp_with_a_wrongly_shaped_primal_fails_in_words():
+    report = jm.check_jvp(softplus, lambda p, t: (softplus(p[0])[:2], jax.nn.sigmoid(p[0]) * t[0]), X)
+    assert not report.ok and any("primal output has another structure or shape" in p for p in report.problems)
+
+
+def test_bad_options_raise():
+    case = BY_NAME["sin(40x)"]
+    with pytest.raises(ValueError, match="cotangents >= 1"):
+        jm.check_vjp(case.fwd, case.bwd, *case.make_args(), cotangents=0)
+
+
 def test_the_callers_x64_setting_is_untouched():
     x64 = jax.config.jax_enable_x64
     case = BY_NAME["sin(40x)"]

@@ -516,7 +516,7 @@ def _():
     lambda: (np.array([1e-5, 0.5, 2.0], np.float16),),
 )
 def _():
-    return (lambda x: (jnp.log(x), x)), (lambda x, g: (g / x,))
+    return (lambda x: (jnp.log(x), jnp.asarray(x))), (lambda x, g: (g / x,))
 
 
 # --- deliberately constant quantities ------------------------------------------------------------

@@ -31,7 +31,8 @@ The witnesses (the report says which ones judged each leaf):
   below rounding: an infinite slope, a kink within the steps) is left out. A probe fails when
   |rule − R| exceeds its bound.
 - **who is right** when autodiff and finite differences disagree: where the forward declares another
-  derivative (``stop_gradient`` or a ``custom_vjp`` in its jaxpr), autodiff; finite differences are then
+  derivative (``stop_gradient``, a ``custom_vjp`` or a ``custom_jvp`` in its jaxpr — jax.nn's too, to be
+  safe), autodiff; finite differences are then
   "not a witness" for that leaf. Otherwise the forward's values: where converged finite differences agree
   with the rule and disagree with autodiff (a bisection or fixed-point ``while_loop`` differentiated
   through its iterations, a formula that loses precision), autodiff is "not a witness". Where finite
@@ -46,7 +47,10 @@ The witnesses (the report says which ones judged each leaf):
   judged at that precision's resolution (tolerance 100·ε of it), and the report says so.
 - **vmap**: the rule under ``jax.vmap`` (through ``jax.custom_vjp`` / ``custom_jvp``, as a user's batched
   code runs it) over ``batch`` perturbed copies of the arguments equals the rule applied to each copy
-  (tolerance ``tol``).
+  (tolerance ``tol``); both runs are jitted, so the rule must trace (no NumPy on its inputs).
+
+A rule that makes the checker itself fail is a failed report that says so in one line; a bad option
+(``cotangents=0``) raises ``OptionError``.
 
 ``check_jvp`` probes each leaf alone and, once, every leaf together (a rule must be linear in its
 tangents). Relative errors are ‖a − b‖ / max(‖a‖, ‖b‖) (0 when both are 0). Complex arguments are

@@ -94,7 +94,7 @@ def judge_dtype(mine_c, mine64, ref_c, ref64, dtype: np.dtype, forward_finite: b
     return Check(name, "disagrees", err, tol, detail=f"loses more digits in {name} than autodiff does ({ref_err:.1e})")
 
 
-def vmap_witness(run, examples, per_example_extra, leaves, rows, tol, problems, pick):
+def vmap_witness(run, examples, per_example_extra, leaves, rows, tol, problems, pick, output=False):
     """The rule under jax.vmap against the rule per example: ``run(args, extra)`` gives a result from which
     ``pick(result, leaf)`` takes one leaf's values."""
     try:
@@ -108,7 +108,10 @@ def vmap_witness(run, examples, per_example_extra, leaves, rows, tol, problems, 
         want = np.stack([np.asarray(pick(s, leaf), np.float64) for s in single]).reshape(len(single), -1)
         got = np.asarray(pick(batched, leaf), np.float64).reshape(len(single), -1)
         both = np.isnan(want) & np.isnan(got)  # the same NaN on both sides is the same result
-        where = lambda r, c, leaf=leaf: f"copy {r} at {index_str(leaf.value.shape, c)}"  # noqa: E731
+
+        def where(r, c, leaf=leaf):  # ``output``: the values are the flattened output, not the leaf
+            return f"copy {r} at output coordinate {c}" if output else f"copy {r} at {index_str(leaf.value.shape, c)}"
+
         rows[leaf.name].checks.append(
             compare(np.where(both, 0.0, got), np.where(both, 0.0, want), tol, "vmap", where, "batched", "per example")
         )

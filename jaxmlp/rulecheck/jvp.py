@@ -29,7 +29,18 @@ from jaxmlp.rulecheck.probes import (
     step_scale,
     with_leaf,
 )
-from jaxmlp.rulecheck.report import FD, FD_SAFETY, TOL, Check, Findings, LeafRow, RuleReport, relative_error
+from jaxmlp.rulecheck.report import (
+    FD,
+    FD_SAFETY,
+    TOL,
+    Check,
+    Findings,
+    LeafRow,
+    OptionError,
+    RuleReport,
+    relative_error,
+    reported,
+)
 
 
 def _tangents(args, leaf: Leaf, value):
@@ -52,6 +63,13 @@ def _tangent_out(result, out, problems, *, check_dtype: bool):
         problems.append("jvp must return (primal_out, tangent_out)")
         return None, None
     primal, tangent = result
+    shapes = [np.shape(o) for o in jax.tree_util.tree_leaves(out)]
+    if (
+        jax.tree_util.tree_structure(primal) != jax.tree_util.tree_structure(out)
+        or [np.shape(p) for p in jax.tree_util.tree_leaves(primal)] != shapes
+    ):
+        problems.append("jvp's primal output has another structure or shape than fwd(*args)")
+        return None, None
     if jax.tree_util.tree_structure(tangent) != jax.tree_util.tree_structure(out):
         problems.append(
             f"jvp's tangent output has the structure {jax.tree_util.tree_structure(tangent)}, expected the output's "
@@ -64,6 +82,9 @@ def _tangent_out(result, out, problems, *, check_dtype: bool):
         if np.shape(t) != np.shape(o):
             problems.append(f"jvp's tangent output {k} has shape {np.shape(t)}, expected {np.shape(o)} (the output's)")
             return None, None
+        if not differentiable(t):
+            problems.append(f"jvp's tangent output {k} is {jnp.result_type(t)} for a floating output")
+            return None, None
         if check_dtype and np.dtype(jnp.result_type(t)) != np.dtype(jnp.result_type(o)):
             problems.append(
                 f"jvp's tangent output {k} is {jnp.result_type(t)} for a {jnp.result_type(o)} output "
@@ -72,6 +93,7 @@ def _tangent_out(result, out, problems, *, check_dtype: bool):
     return np.asarray(flat(primal), np.float64), np.asarray(flat(tangent), np.float64)
 
 
+@reported("jvp")
 def check_jvp(
     fwd,
     jvp,
@@ -89,6 +111,8 @@ def check_jvp(
     coordinate of a small one, random directions in a large one), the rule's tangent output against
     ``jax.jvp`` (the dot-product test with ``jax.vjp`` where forward mode cannot run) and against finite
     differences of ⟨ct, f⟩ at ``cotangents`` random cotangents; at the caller's dtype; under ``jax.vmap``."""
+    if cotangents < 1:
+        raise OptionError(f"check_jvp needs cotangents >= 1 (got {cotangents})")
     rng = np.random.default_rng(seed)
     leaves = [] if complex_leaves(args) else differentiable_leaves(args)
     found = Findings("jvp", {leaf.name: LeafRow(leaf.name, leaf.value.shape, str(leaf.dtype)) for leaf in leaves})
@@ -166,7 +190,7 @@ def check_jvp(
                 "tangent per leaf"
             )
         if batch and leaves and not found.problems:
-            _vmap_rows(fwd, jvp, args64, leaves, rng, batch, found, tol)
+            _vmap_rows(fwd, jvp, args64, leaves, rng, batch, found, exact_tol)
     return found.report(tol, fd_safety)
 
 
@@ -255,7 +279,7 @@ def _rule_tangents(jvp, ev, leaf, directions, found, n):
         found.problems.append(f"jvp raises in float64: {one_line(e)}")
         return None
     out_flat = np.asarray(flat(ev.out), np.float64)
-    if n == 0 and relative_error(primal, out_flat) > TOL:
+    if n == 0 and relative_error(primal, out_flat) > ev.tol:
         found.problems.append(f"jvp's primal output differs from fwd(*args) by {relative_error(primal, out_flat):.1e}")
     return np.stack(outs)
 
@@ -288,6 +312,8 @@ def _judge_leaf(row, leaf, probes, rule_t, reverse, ev, fd_safety):
         norms = probes.norms[:, None]
         names = probes.names
         exact = compare((rule_p / norms).T, (exact_p / norms).T, tol, exact_name, lambda r, c: names[c], "jvp")
+        row.checks.append(exact)
+    if exact.status == "skipped":
         row.checks.append(exact)
     try:
         fd, bound = finite_differences(ev.f, ev.args, leaf, probes, ev.ct_leaves, out_size)
@@ -339,7 +365,9 @@ def _vmap_rows(fwd, jvp, args64, leaves, rng, batch, found, tol):
         def run(a, v, leaf=leaf):
             return flat(jax.jvp(g, a, _tangents(a, leaf, v))[1])
 
-        vmap_witness(run, examples, extra, [leaf], found.rows, tol, found.problems, lambda result, _leaf: result)
+        vmap_witness(
+            run, examples, extra, [leaf], found.rows, tol, found.problems, lambda result, _leaf: result, output=True
+        )
 
 
 def assert_jvp(fwd, jvp, *args, **options) -> RuleReport:

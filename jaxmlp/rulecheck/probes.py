@@ -5,6 +5,7 @@ batches of bounded memory), and the random points and cotangents."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import jax
@@ -45,25 +46,26 @@ def cast_floats(dtype_of, tree):
 
 @dataclass(frozen=True)
 class Forward:
-    """What a function's jaxpr says about its derivative: ``declared`` — stop_gradient or a custom_vjp inside,
-    a derivative other than the values' by intent (autodiff is then the reference, not finite differences);
-    ``custom`` — custom_jvp rules inside (jax.nn's, say); ``loops`` — a lax.while_loop (autodiff then
-    differentiates the iterations, not their limit); ``precision`` — the lowest float dtype it computes in
-    when given float64 (None: float64 throughout)."""
+    """What a function's jaxpr says about its derivative: ``declared`` — stop_gradient, a custom_vjp or a
+    custom_jvp inside (a derivative that may differ from the values' by intent: autodiff is then the
+    reference, not finite differences; jax.nn's stable custom_jvps count too, to be safe); ``loops`` — a
+    lax.while_loop (autodiff then differentiates the iterations, not their limit); ``precision`` — the
+    coarsest float dtype it computes in when given float64 (None: float64 throughout)."""
 
     declared: str = ""
-    custom: bool = False
     loops: bool = False
     precision: str | None = None
 
     def reason(self) -> str:
-        """Why finite differences may disagree with autodiff by design, in words."""
-        found = [self.declared] if self.declared else []
-        found += ["custom_jvp"] if self.custom else []
-        return f"the forward uses {', '.join(found)}" if found else "the forward is not differentiable within the step"
+        """Why finite differences may disagree with autodiff, in words."""
+        if self.declared:
+            return f"the forward uses {self.declared}"
+        if self.loops:
+            return "the forward iterates, or is not differentiable within the step"
+        return "the forward is not differentiable within the step"
 
 
-LOW_PRECISION = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}  # jaxpr spelling, coarsest last
+LOW_PRECISION = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}  # jaxpr spelling, by ε, coarsest last
 
 
 def inspect_forward(*calls) -> Forward:
@@ -75,9 +77,9 @@ def inspect_forward(*calls) -> Forward:
         except Exception:  # noqa: BLE001 - only an explanation: what cannot be traced says nothing
             texts.append("")
     first = texts[0] if texts else ""
-    declared = ", ".join(name for name in ("stop_gradient", "custom_vjp_call") if name in first)
-    found = [name for key, name in LOW_PRECISION.items() for t in texts if f"{key}[" in t]
-    return Forward(declared, "custom_jvp_call" in first, "while[" in first, found[-1] if found else None)
+    declared = ", ".join(name for name in ("stop_gradient", "custom_vjp_call", "custom_jvp_call") if name in first)
+    found = [name for key, name in LOW_PRECISION.items() if any(re.search(rf"(?<![a-z]){key}\[", t) for t in texts)]
+    return Forward(declared, "while[" in first, found[-1] if found else None)
 
 
 @dataclass
@@ -185,7 +187,7 @@ def evaluate(fn, consts, xs, floats_per_item: int):
     try:
         run = jax.jit(lambda consts, xs: jax.lax.map(lambda x: fn(consts, x), xs, batch_size=batch))
         return np.asarray(run(consts, xs), np.float64)
-    except Exception:  # noqa: BLE001 - fn cannot be traced under jit/vmap: one probe at a time
+    except Exception:  # noqa: BLE001 - lax.map over a batch failed (memory, a batching rule): one probe at a time
         items = [jax.tree_util.tree_map(lambda a, k=k: a[k], xs) for k in range(n)]
         return np.stack([np.asarray(fn(consts, x), np.float64) for x in items])
 

@@ -4,6 +4,7 @@ witness is measured with."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,7 +89,11 @@ class RuleReport:
         return [r.name for r in self.rows if not r.ok]
 
     def _worst(self, kind) -> float | None:
-        values = [c.error for r in self.rows if (c := r.check(kind)) and c.error is not None]
+        values = [
+            c.error
+            for r in self.rows
+            if (c := r.check(kind)) and c.error is not None and c.status in ("agrees", "disagrees")
+        ]
         return worst(values) if values else None
 
     @property
@@ -169,7 +174,7 @@ class RuleReport:
         return "\n".join(lines)
 
 
-VjpReport = RuleReport  # the 0.3.0 name
+VjpReport = RuleReport  # the 0.3.0 name (its fields changed: CHANGELOG, 0.4.0)
 
 
 @dataclass
@@ -186,3 +191,28 @@ class Findings:
     def report(self, tol, fd_safety) -> RuleReport:
         problems = sorted(set(self.problems), key=self.problems.index)
         return RuleReport(self.kind, list(self.rows.values()), problems, self.notes, self.witnesses, tol, fd_safety)
+
+
+class OptionError(ValueError):
+    """An option of check_vjp / check_jvp that cannot be used (raised, not reported)."""
+
+
+def reported(kind: str):
+    """Decorate a checker so that its own failure on an unusual rule is a failed report saying so in one
+    line, not a traceback in the user's test (bad options still raise ``OptionError``)."""
+
+    def decorate(check):
+        @functools.wraps(check)
+        def run(*args, **options):
+            try:
+                return check(*args, **options)
+            except OptionError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the verdict: this rule could not be judged
+                text = str(e).strip().splitlines()
+                line = f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+                return RuleReport(kind, [], [f"the checker could not judge this rule ({line})"])
+
+        return run
+
+    return decorate

@@ -26,7 +26,7 @@ from jaxmlp.rulecheck.probes import (
     one_line,
     random_like,
 )
-from jaxmlp.rulecheck.report import FD, FD_SAFETY, TOL, Check, Findings, LeafRow, RuleReport
+from jaxmlp.rulecheck.report import FD, FD_SAFETY, TOL, Check, Findings, LeafRow, OptionError, RuleReport, reported
 
 
 def _cotangent_tree(result_i, arg_i, name, problems) -> dict:
@@ -41,7 +41,8 @@ def _cotangent_tree(result_i, arg_i, name, problems) -> dict:
         cover = [(p, v) for p, v in got if path[: len(p)] == p]
         if len(cover) == 1 and (cover[0][1] is None or cover[0][0] == path):
             out[path] = cover[0][1]
-    extra = [p for p, _ in got if not any(q[: len(p)] == p for q, _ in arg_leaves)]
+    nones = [p for p, v in jax.tree_util.tree_flatten_with_path(arg_i, is_leaf=lambda x: x is None)[0] if v is None]
+    extra = [p for p, _ in got if p not in nones and not any(q[: len(p)] == p for q, _ in arg_leaves)]
     if len(out) != len(arg_leaves) or extra:
         problems.append(
             f"{name}: the cotangent's structure {jax.tree_util.tree_structure(result_i)} does not match the "
@@ -90,6 +91,7 @@ class _Run:
     autodiff: list | None
 
 
+@reported("vjp")
 def check_vjp(
     fwd,
     bwd,
@@ -106,6 +108,8 @@ def check_vjp(
     cotangent per argument`` — by the witnesses of the package's docstring, at ``cotangents`` random
     cotangents. Cost: one forward per probe and step (``coordinates``, ``directions``), never a leaf's size
     squared. ``batch=0`` skips the vmap witness. Returns a ``RuleReport`` (``ok``, ``print``-able)."""
+    if cotangents < 1:
+        raise OptionError(f"check_vjp needs cotangents >= 1 (got {cotangents})")
     rng = np.random.default_rng(seed)
     leaves = [] if complex_leaves(args) else differentiable_leaves(args)
     found = Findings("vjp", {leaf.name: LeafRow(leaf.name, leaf.value.shape, str(leaf.dtype)) for leaf in leaves})
@@ -128,6 +132,11 @@ def check_vjp(
         run64 = _run(fwd, bwd, args64, leaves, cts64, found, "in float64")
         if run64 is None:
             return found.report(tol, fd_safety)
+        for n, leaf in enumerate(leaves):
+            if run64.mine[n] is None and caller.mine[n] is not None:
+                found.problems.append(
+                    f"{leaf.name}: bwd's cotangent is malformed in float64 (not at the caller's dtype)"
+                )
         forward = inspect_forward((lambda *a: fwd(*a)[0], args64), (bwd, (run64.residuals, cts64[0])))
         exact_tol, floor = tol, 1e-13
         if forward.precision:  # the rule or the forward computes in less than float64: judged at its resolution
@@ -193,7 +202,14 @@ def check_vjp(
             examples = copies(args64, rng, batch)
             extra = [cast_floats(lambda a: jnp.float64, random_like(run64.out, rng)) for _ in range(batch)]
             vmap_witness(
-                lambda a, ct: jax.vjp(g, *a)[1](ct), examples, extra, leaves, found.rows, tol, found.problems, leaf_of
+                lambda a, ct: jax.vjp(g, *a)[1](ct),
+                examples,
+                extra,
+                leaves,
+                found.rows,
+                exact_tol,
+                found.problems,
+                leaf_of,
             )
     return found.report(tol, fd_safety)
 
