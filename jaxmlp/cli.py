@@ -8,6 +8,7 @@ API (``import jaxmlp as jm``) and nothing else.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shlex
@@ -35,8 +36,29 @@ class _Terminated(KeyboardInterrupt):
     signal_name = "SIGTERM"
 
 
-def _on_sigterm(signum, frame):
-    raise _Terminated()
+def _in_gc_callback(frame) -> bool:
+    """Whether ``frame`` runs inside a garbage-collection callback (JAX registers one), where Python would
+    print and swallow an exception raised by a signal handler."""
+    codes = {getattr(cb, "__code__", None) for cb in gc.callbacks}
+    while frame is not None:
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _interrupts(received: list):
+    """A handler for SIGTERM and SIGINT that notes the signal in ``received`` and raises the interrupt —
+    except inside a garbage-collection callback, where the raise would be swallowed: there the note alone
+    stops ``fit`` at the end of the epoch (its ``stop``)."""
+
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        received.append(name)
+        if not _in_gc_callback(frame):
+            raise _Terminated() if name == "SIGTERM" else KeyboardInterrupt()
+
+    return handler
 
 
 def _hidden(text: str) -> tuple:
@@ -434,6 +456,7 @@ def cmd_train(args, given=frozenset()) -> int:
         progress=not args.no_progress and say is print,
         log=say,
         data_parallel=args.data_parallel,
+        stop=lambda: next(iter(getattr(args, "received_signals", [])), None),
     )
     s = result.summary
     say(
@@ -687,7 +710,11 @@ def _parse(argv):
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parse(argv)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    args.received_signals = []
+    handler = _interrupts(args.received_signals)
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, handler)}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # an ignored SIGINT stays ignored
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, handler)
     try:
         return _run(args, argv)
     except KeyboardInterrupt as e:  # before the library was even imported
@@ -695,7 +722,8 @@ def main(argv=None) -> int:
         print(f"jaxmlp: {name}: interrupted", file=sys.stderr)
         return EXIT_SIGNAL[name]
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _run(args, argv) -> int:

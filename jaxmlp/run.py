@@ -132,6 +132,14 @@ SWEEP_FILES = (  # run_sweep's
 OUTPUT_FILES = tuple(dict.fromkeys(RUN_FILES + SWEEP_FILES))
 
 
+class _Stopped(KeyboardInterrupt):
+    """``fit``'s ``stop`` asked for the end: an interrupt by the signal it names."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
 class RunInterrupted(KeyboardInterrupt):
     """``fit`` was interrupted (Ctrl-C, or SIGTERM turned into a KeyboardInterrupt with a ``signal_name``
     attribute): the epoch in flight was abandoned; the checkpoint and the outputs of every finished
@@ -278,6 +286,7 @@ def fit(
     progress: bool = True,
     log=print,
     data_parallel: bool = False,
+    stop=None,
 ) -> FitResult:
     """Train with early stopping on dev accuracy; write checkpoint/metrics/curves/summary to out_dir.
 
@@ -294,6 +303,10 @@ def fit(
     ``data_parallel=True`` shards every batch over all devices, those of every process after
     ``parallel.initialize`` (``jaxmlp.parallel``); then only process 0 writes ``out_dir`` (a resumed run
     reads its checkpoint on every process: ``out_dir`` must be on a file system they share).
+    ``stop`` (optional): a callable asked after every epoch; when it returns a signal's name ("SIGINT",
+    "SIGTERM") the run stops as if that signal had interrupted it. The command line passes the signals it
+    received, so that one whose KeyboardInterrupt Python swallowed (raised while a garbage-collection
+    callback ran: "Exception ignored in …") still stops the run at the end of the epoch.
     Raises ``TrainingDiverged`` when the loss turns non-finite and ``RunInterrupted`` on a
     KeyboardInterrupt; in both cases the checkpoint of the last finished epoch and the outputs of every
     finished epoch (status ``"diverged"`` / ``"interrupted"``) stay on disk.
@@ -476,6 +489,8 @@ def fit(
             # after the checkpoint: the files never claim an epoch the checkpoint does not hold
             history.append(row)
             write("running")
+            if stop is not None and (name := stop()):
+                raise _Stopped(name)
             if tc.patience and bad_epochs >= tc.patience:
                 report.say(
                     bar,

@@ -430,3 +430,28 @@ def test_gradcheck_at_a_trained_models_parameters(idx_dir, tmp_path, capsys, x64
     ]
     assert main(["gradcheck", "--checkpoint", str(out), "--data-dir", str(idx_dir), "--float32"]) == 0
     assert "finite differences skipped (float32 cannot resolve them" in capsys.readouterr().out
+
+
+def test_a_signal_inside_a_gc_callback_is_noted_not_raised():
+    """Python would swallow (and print) an exception raised there: the note alone stops fit."""
+    import gc
+
+    from jaxmlp import cli
+
+    received, raised = [], []
+    handler = cli._interrupts(received)
+
+    def callback(phase, info):
+        try:
+            handler(signal.SIGINT, sys._getframe())
+        except KeyboardInterrupt:
+            raised.append(1)
+
+    gc.callbacks.append(callback)
+    try:
+        gc.collect()
+    finally:
+        gc.callbacks.remove(callback)
+    assert received and not raised
+    with pytest.raises(KeyboardInterrupt):  # anywhere else it raises
+        handler(signal.SIGINT, sys._getframe())

@@ -317,3 +317,18 @@ def test_resume_refuses_other_data_fewer_epochs_and_does_not_restart_an_early_st
     again = fit(log=lines.append)
     assert "the run stopped early" in lines[0] and len(again.history) == meta["epoch"]
     assert checkpoint.load(tmp_path / "checkpoint.npz")[0]["epoch"] == meta["epoch"]  # not trained further
+
+
+def test_stop_ends_the_run_after_the_epoch_it_answers_in(tiny, tmp_path):
+    """``stop`` (the CLI passes the signals it received) ends the run as that signal would, keeping the
+    finished epochs: how a SIGINT whose KeyboardInterrupt Python swallowed still stops a run."""
+    asked = []
+
+    def stop():
+        asked.append(1)
+        return "SIGTERM" if len(asked) == 2 else None
+
+    with pytest.raises(run.RunInterrupted) as e:
+        run.fit(tiny, small_tc(epochs=5), Hyper(), out_dir=tmp_path, progress=False, log=lambda s: None, stop=stop)
+    assert (e.value.epochs_done, e.value.signal_name) == (2, "SIGTERM")
+    assert len(list(csv.DictReader(open(tmp_path / "metrics.csv")))) == 2
