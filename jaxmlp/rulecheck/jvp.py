@@ -12,11 +12,10 @@ from jaxmlp.rulecheck.judge import compare, judge_dtype, judge_fd, reconcile, vm
 from jaxmlp.rulecheck.probes import (
     Leaf,
     cast_floats,
-    complex_leaves,
+    checkable_leaves,
     copies,
     describe_finite_differences,
     differentiable,
-    differentiable_leaves,
     finite_differences,
     flat,
     float_leaves,
@@ -34,12 +33,11 @@ from jaxmlp.rulecheck.report import (
     FD_SAFETY,
     TOL,
     Check,
-    Findings,
-    LeafRow,
-    OptionError,
     RuleReport,
+    begin,
     relative_error,
     reported,
+    resolution,
 )
 
 
@@ -111,12 +109,10 @@ def check_jvp(
     coordinate of a small one, random directions in a large one), the rule's tangent output against
     ``jax.jvp`` (the dot-product test with ``jax.vjp`` where forward mode cannot run) and against finite
     differences of ⟨ct, f⟩ at ``cotangents`` random cotangents; at the caller's dtype; under ``jax.vmap``."""
-    if cotangents < 1:
-        raise OptionError(f"check_jvp needs cotangents >= 1 (got {cotangents})")
+    leaves, refused = checkable_leaves(args)
+    found = begin("jvp", leaves, cotangents)
+    found.problems += refused
     rng = np.random.default_rng(seed)
-    leaves = [] if complex_leaves(args) else differentiable_leaves(args)
-    found = Findings("jvp", {leaf.name: LeafRow(leaf.name, leaf.value.shape, str(leaf.dtype)) for leaf in leaves})
-    found.problems += complex_leaves(args)
     if found.problems:
         return found.report(tol, fd_safety)
     # one dense tangent per leaf, exactly representable at the caller's dtype, for the dtype witness
@@ -146,13 +142,7 @@ def check_jvp(
         if leaves:  # the rule's own precision, on a tangent of the first leaf
             calls.append((jvp, (args64, _tangents(args64, leaves[0], np.zeros(leaves[0].value.shape)))))
         forward = inspect_forward(*calls)
-        exact_tol, floor = tol, 1e-13
-        if forward.precision:  # the rule or the function computes in less than float64: judged at its resolution
-            exact_tol = floor = max(tol, 100 * float(np.finfo(forward.precision).eps))
-            found.notes.append(
-                f"f or its jvp computes in {forward.precision} even when given float64: autodiff and finite "
-                f"differences judged at that resolution, tolerance {exact_tol:.1e}"
-            )
+        exact_tol, floor = resolution(forward, tol, found, "f or its jvp")
         ev = _Evaluation(f, args64, out, ct_leaves, forward, exact_tol, floor)
         for n, leaf in enumerate(leaves):
             probes = make_probes(leaf, rng, coordinates, directions)

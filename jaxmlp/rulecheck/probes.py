@@ -136,6 +136,12 @@ def complex_leaves(args) -> list:
     ]
 
 
+def checkable_leaves(args) -> tuple[list, list]:
+    """(the differentiable leaves, problems): no leaves and one problem per complex leaf when there are any."""
+    problems = complex_leaves(args)
+    return ([] if problems else differentiable_leaves(args)), problems
+
+
 def differentiable_leaves(args) -> list:
     found = []
     for i, arg in enumerate(args):

@@ -216,3 +216,24 @@ def reported(kind: str):
         return run
 
     return decorate
+
+
+def begin(kind: str, leaves, cotangents: int) -> Findings:
+    """The start of every check: its options validated (``OptionError``), one row per leaf of ``leaves``."""
+    if cotangents < 1:
+        raise OptionError(f"check_{kind} needs cotangents >= 1 (got {cotangents})")
+    return Findings(kind, {leaf.name: LeafRow(leaf.name, leaf.value.shape, str(leaf.dtype)) for leaf in leaves})
+
+
+def resolution(forward, tol: float, found: Findings, who: str) -> tuple[float, float]:
+    """(the exact witnesses' tolerance, finite differences' relative floor): ``tol`` and 1e-13, or 100·ε of
+    the precision that ``forward`` (probes.Forward) computes in when that is less than float64, with a note."""
+    if not forward.precision:
+        return tol, 1e-13
+    coarse = max(tol, 100 * float(np.finfo(forward.precision).eps))
+    found.notes.append(
+        f"{who} computes in {forward.precision} even when given float64 (its jaxpr has {forward.precision} "
+        f"values): autodiff and finite differences judged at that resolution, tolerance {coarse:.1e}; a "
+        "dtype-generic rule (jnp.promote_types(x.dtype, jnp.float32)) is checked to 1e-10"
+    )
+    return coarse, coarse

@@ -12,10 +12,9 @@ from jaxmlp.rulecheck.judge import compare, coordinate_names, judge_dtype, judge
 from jaxmlp.rulecheck.probes import (
     Leaf,
     cast_floats,
-    complex_leaves,
+    checkable_leaves,
     copies,
     describe_finite_differences,
-    differentiable_leaves,
     finite_differences,
     float_leaves,
     index_str,
@@ -26,7 +25,7 @@ from jaxmlp.rulecheck.probes import (
     one_line,
     random_like,
 )
-from jaxmlp.rulecheck.report import FD, FD_SAFETY, TOL, Check, Findings, LeafRow, OptionError, RuleReport, reported
+from jaxmlp.rulecheck.report import FD, FD_SAFETY, TOL, Check, RuleReport, begin, reported, resolution
 
 
 def _cotangent_tree(result_i, arg_i, name, problems) -> dict:
@@ -108,12 +107,10 @@ def check_vjp(
     cotangent per argument`` — by the witnesses of the package's docstring, at ``cotangents`` random
     cotangents. Cost: one forward per probe and step (``coordinates``, ``directions``), never a leaf's size
     squared. ``batch=0`` skips the vmap witness. Returns a ``RuleReport`` (``ok``, ``print``-able)."""
-    if cotangents < 1:
-        raise OptionError(f"check_vjp needs cotangents >= 1 (got {cotangents})")
+    leaves, refused = checkable_leaves(args)
+    found = begin("vjp", leaves, cotangents)
+    found.problems += refused
     rng = np.random.default_rng(seed)
-    leaves = [] if complex_leaves(args) else differentiable_leaves(args)
-    found = Findings("vjp", {leaf.name: LeafRow(leaf.name, leaf.value.shape, str(leaf.dtype)) for leaf in leaves})
-    found.problems += complex_leaves(args)
     if found.problems:
         return found.report(tol, fd_safety)
     low = sorted({str(leaf.dtype) for leaf in leaves if leaf.dtype != np.float64})
@@ -138,15 +135,7 @@ def check_vjp(
                     f"{leaf.name}: bwd's cotangent is malformed in float64 (not at the caller's dtype)"
                 )
         forward = inspect_forward((lambda *a: fwd(*a)[0], args64), (bwd, (run64.residuals, cts64[0])))
-        exact_tol, floor = tol, 1e-13
-        if forward.precision:  # the rule or the forward computes in less than float64: judged at its resolution
-            exact_tol = floor = max(tol, 100 * float(np.finfo(forward.precision).eps))
-            found.notes.append(
-                f"fwd or bwd computes in {forward.precision} even when given float64 (its jaxpr has "
-                f"{forward.precision} values): autodiff and finite differences judged at that resolution, "
-                f"tolerance {exact_tol:.1e}; a dtype-generic rule (jnp.promote_types(x.dtype, jnp.float32)) is "
-                "checked to 1e-10"
-            )
+        exact_tol, floor = resolution(forward, tol, found, "fwd or bwd")
         found.witnesses.append(
             f"jax.vjp (reverse mode) in float64 at {cotangents} random cotangents, tolerance {exact_tol:g}"
             if run64.autodiff is not None
