@@ -11,6 +11,7 @@ import numpy as np
 from jaxmlp.rulecheck.judge import compare, judge_dtype, judge_fd, reconcile, vmap_witness
 from jaxmlp.rulecheck.probes import (
     Leaf,
+    all_finite,
     cast_floats,
     checkable_leaves,
     copies,
@@ -18,13 +19,13 @@ from jaxmlp.rulecheck.probes import (
     differentiable,
     finite_differences,
     flat,
-    float_leaves,
     inspect_forward,
     jvp_values,
     leaf_of,
     make_probes,
     one_line,
     random_like,
+    stack_cotangents,
     step_scale,
     with_leaf,
 )
@@ -124,7 +125,7 @@ def check_jvp(
     if at_caller is None:
         return found.report(tol, fd_safety)
     out_c, tangents_c = at_caller
-    forward_finite = all(np.isfinite(np.asarray(o, np.float64)).all() for o in float_leaves(out_c))
+    forward_finite = all_finite(out_c)
 
     with jax.enable_x64(True):
         args64 = cast_floats(lambda a: jnp.float64, args)
@@ -134,7 +135,7 @@ def check_jvp(
             found.problems.append(f"fwd raises in float64: {one_line(e)}")
             return found.report(tol, fd_safety)
         cts = [cast_floats(lambda a: jnp.float64, random_like(out, rng)) for _ in range(cotangents)]
-        ct_leaves = [np.stack(c) for c in zip(*[[np.asarray(x) for x in float_leaves(ct)] for ct in cts])]
+        ct_leaves = stack_cotangents(cts)
         f = jax.jit(fwd)
         reverse = _autodiff_mode(fwd, f, args64, leaves, cts, found, tol)
         found.witnesses.append(describe_finite_differences(coordinates, directions, fd_safety))

@@ -299,3 +299,13 @@ def describe_finite_differences(coordinates: int, directions: int, fd_safety: fl
         f"coordinate of leaves of ≤ {coordinates} elements, {directions} random directions otherwise; each probe "
         f"within {fd_safety:g}× its estimated error"
     )
+
+
+def all_finite(tree) -> bool:
+    """Whether every floating leaf of ``tree`` is finite."""
+    return all(np.isfinite(np.asarray(o, np.float64)).all() for o in float_leaves(tree))
+
+
+def stack_cotangents(cts) -> list:
+    """The floating leaves of a list of cotangent trees, stacked per leaf: (C, …) each."""
+    return [np.stack(c) for c in zip(*[[np.asarray(x) for x in float_leaves(ct)] for ct in cts])]

@@ -11,6 +11,7 @@ import numpy as np
 from jaxmlp.rulecheck.judge import compare, coordinate_names, judge_dtype, judge_fd, reconcile, vmap_witness
 from jaxmlp.rulecheck.probes import (
     Leaf,
+    all_finite,
     cast_floats,
     checkable_leaves,
     copies,
@@ -24,6 +25,7 @@ from jaxmlp.rulecheck.probes import (
     make_probes,
     one_line,
     random_like,
+    stack_cotangents,
 )
 from jaxmlp.rulecheck.report import FD, FD_SAFETY, TOL, Check, RuleReport, begin, reported, resolution
 
@@ -121,7 +123,7 @@ def check_vjp(
         jax.vjp(as_custom_vjp(fwd, bwd), *args)[1](caller.cts[0])
     except Exception as e:  # noqa: BLE001 - reported
         found.problems.append(f"jax.custom_vjp refuses the rule: {one_line(e)}")
-    forward_finite = all(np.isfinite(np.asarray(o, np.float64)).all() for o in float_leaves(caller.out))
+    forward_finite = all_finite(caller.out)
 
     with jax.enable_x64(True):
         args64 = cast_floats(lambda a: jnp.float64, args)
@@ -144,7 +146,7 @@ def check_vjp(
         )
         found.witnesses.append(describe_finite_differences(coordinates, directions, fd_safety))
         f = jax.jit(lambda *a: fwd(*a)[0])
-        ct_leaves = [np.stack(c) for c in zip(*[[np.asarray(x) for x in float_leaves(ct)] for ct in cts64])]
+        ct_leaves = stack_cotangents(cts64)
         evaluation = _Evaluation(f, args64, ct_leaves, sum(np.size(o) for o in float_leaves(run64.out)))
         for n, leaf in enumerate(leaves):
             if run64.mine[n] is not None and caller.mine[n] is not None:
