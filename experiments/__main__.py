@@ -25,6 +25,7 @@ NAMES = [
     "seed_reproduction",
     "activations",
     "optimizers",
+    "ema_default",
     "regularization",
     "sweep_lr_l2",
     "search_budget",

@@ -23,8 +23,18 @@ Update rules (g the gradient, η the learning rate, t = 1, 2, … the step count
                    ε̂ = ε √(1 − β₂ᵗ): the same value, one division per element (their section 2)
   - ``adamw``:     Adam plus decoupled weight decay  Δ −= η λ_wd θ   (Loshchilov & Hutter 2019)
 
-Parameter averaging (``ema_init`` / ``ema_update``): θ̄ ← d θ̄ + (1 − d) θ, θ̄₀ = θ₀ (Polyak &
-Juditsky 1992, exponential form); used for evaluation when enabled.
+Parameter averaging (``ema_init`` / ``ema_update``), used for evaluation when enabled (Polyak &
+Juditsky 1992, exponential form): θ̄ₜ = βₜ θ̄ₜ₋₁ + (1 − βₜ) θₜ, θ̄₀ = θ₀, t = 1, 2, … the updates taken
+including this one, d the decay. The effective decay βₜ (``ema_decay_at``) is one of ``EMA_SCHEDULES``:
+  - ``warmup`` (the default): βₜ = min(d, (1 + t)/(10 + t)) — TensorFlow's ExponentialMovingAverage
+    with ``num_updates``. Early on the average spans about the last t/9 steps, so a short run is never
+    evaluated at parameters close to their initialization; from t = (10d − 1)/(1 − d) on (8,990 steps
+    for d = 0.999) it is the plain EMA.
+  - ``debias``: βₜ = d (1 − dᵗ⁻¹)/(1 − dᵗ): the bias-corrected average of optax's ``ema(debias=True)``
+    (θ̄ₜ = mₜ/(1 − dᵗ) with m₀ = 0, mₜ = d mₜ₋₁ + (1 − d) θₜ), kept already divided. β₁ = 0, and for
+    t ≪ 1/(1 − d) it is nearly the uniform mean of all iterates so far, the early ones included.
+  - ``constant``: βₜ = d: θ̄ starts at θ₀ and forgets it as dᵗ (jaxmlp ≤ 0.3.0).
+Which is the default was decided by measurement: experiments/RESULTS.md, "The parameter EMA".
 """
 
 from __future__ import annotations
@@ -165,5 +175,32 @@ def ema_init(params):
     return tree_map(jnp.copy, params)  # its own buffers: params and ema are donated separately
 
 
-def ema_update(ema, params, decay):
-    return tree_map(lambda e, p: decay * e + (1 - decay) * p, ema, params)
+EMA_SCHEDULES = ("warmup", "debias", "constant")
+
+
+def check_ema_schedule(name: str) -> None:
+    if name not in EMA_SCHEDULES:
+        raise ValueError(f"unknown EMA schedule {name!r}; choose from {', '.join(EMA_SCHEDULES)}")
+
+
+def ema_decay_at(schedule: str, decay, count):
+    """The effective decay βₜ of ``schedule`` for decay ``d`` at update ``count`` = t ≥ 1 (this one
+    included); ``decay`` and ``count`` may be traced or swept (arrays broadcast)."""
+    check_ema_schedule(schedule)
+    decay = jnp.asarray(decay, jnp.result_type(decay, jnp.float32))
+    t = jnp.asarray(count, decay.dtype)
+    if schedule == "warmup":
+        return jnp.minimum(decay, (1 + t) / (10 + t))
+    if schedule == "debias":
+        # 1 − dᵏ as −expm1(k log d): exact where d is near 1; log of at least the smallest normal, so
+        # d = 0 (a sweep's "no EMA" member) gives β = 0 rather than 0·log 0.
+        log_d = jnp.log(jnp.maximum(decay, jnp.finfo(decay.dtype).tiny))
+        return decay * jnp.expm1((t - 1) * log_d) / jnp.expm1(t * log_d)
+    return decay + jnp.zeros_like(t)
+
+
+def ema_update(ema, params, decay, count, schedule: str = "warmup"):
+    """θ̄ ← βₜ θ̄ + (1 − βₜ) θ with βₜ = ``ema_decay_at(schedule, decay, count)``; ``count`` = t, the
+    updates taken including the one that produced ``params``."""
+    beta = ema_decay_at(schedule, decay, count)
+    return tree_map(lambda e, p: beta * e + (1 - beta) * p, ema, params)

@@ -11,7 +11,8 @@ Contract::
     acc, loss = evaluate(eval_params(ts), ts.bn_state, x, y, config=tc.model)
 
 The step: hand-derived ``loss_and_grads`` → optimizer update (learning rate from the schedule at this
-step) → parameter EMA (when ``hyper.ema_decay`` is not None). ``jax.grad`` is not used. The epoch
+step) → parameter EMA (when ``hyper.ema_decay`` is not None; its effective decay at step t follows
+``tc.ema_schedule``, see ``optim``). ``jax.grad`` is not used. The epoch
 draws a fresh permutation (``data.batch_indices``; the remainder is left out) and scans the step over
 its rows, gathering each batch from the device-resident training arrays. Keys: the state's key is split
 once per epoch into the next state key, the permutation key, and a base from which step i's dropout key
@@ -49,10 +50,12 @@ class TrainConfig:
     patience: int = 0  # early stopping: epochs without a better dev accuracy (0: never stop early)
     seed: int = 0
     scan_unroll: int = 1  # steps per iteration of the epoch's loop (GPU: less per-step loop overhead)
+    ema_schedule: str = "warmup"  # the EMA's effective decay over steps (optim.EMA_SCHEDULES)
 
     def __post_init__(self):
         optim.get(self.optimizer)
         schedules.check(self.schedule)
+        optim.check_ema_schedule(self.ema_schedule)
         if self.batch_size <= 0:
             raise ValueError(f"batch size must be ≥ 1, got {self.batch_size}")
         if self.epochs <= 0:
@@ -67,9 +70,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        """The inverse of ``to_dict``; missing fields take their defaults, unknown ones are a ValueError."""
+        """The inverse of ``to_dict``; missing fields take their defaults, unknown ones are a ValueError,
+        except ``ema_schedule``: a config written before it existed (jaxmlp ≤ 0.3.0) trained with
+        ``"constant"``, so that is what it resumes with."""
         check_fields(cls, d)
-        return cls(**{**d, "model": MLPConfig.from_dict(d["model"])})
+        return cls(**{"ema_schedule": "constant", **d, "model": MLPConfig.from_dict(d["model"])})
 
 
 class TrainState(NamedTuple):
@@ -124,7 +129,7 @@ def _step(ts: TrainState, hyper: Hyper, batch, tc: TrainConfig, key, grad_fn):
     step_hyper = hyper._replace(learning_rate=schedules.learning_rate_at(tc.schedule, ts.step, hyper))
     updates, opt_state = optim.get(tc.optimizer).update(grads, ts.opt_state, ts.params, step_hyper)
     params = optim.apply_updates(ts.params, updates)
-    ema = None if ts.ema is None else optim.ema_update(ts.ema, params, hyper.ema_decay)
+    ema = None if ts.ema is None else optim.ema_update(ts.ema, params, hyper.ema_decay, ts.step + 1, tc.ema_schedule)
     new = TrainState(params, bn_state, opt_state, ema, ts.step + 1, ts.key)
     return new, {"loss": cost, "correct": aux["correct"]}
 

@@ -108,8 +108,8 @@ MUTANTS = [
     (
         "the EMA of the old parameters",
         "jaxmlp/step.py",
-        "optim.ema_update(ts.ema, params, hyper.ema_decay)",
-        "optim.ema_update(ts.ema, ts.params, hyper.ema_decay)",
+        "optim.ema_update(ts.ema, params, hyper.ema_decay, ts.step + 1, tc.ema_schedule)",
+        "optim.ema_update(ts.ema, ts.params, hyper.ema_decay, ts.step + 1, tc.ema_schedule)",
         ["tests/test_step.py"],
     ),
     (

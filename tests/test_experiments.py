@@ -32,7 +32,14 @@ def test_every_experiment_runs_quick(tmp_path):
         section = (tmp_path / "sections" / f"{name}.md").read_text()
         assert section.startswith(f"## {name}")
         assert "| " in section or "![" in section  # a table or a figure
-    for fig in ("seed_reproduction.png", "activations.png", "optimizers.png", "regularization.png", "sweep_lr_l2.png"):
+    for fig in (
+        "seed_reproduction.png",
+        "activations.png",
+        "optimizers.png",
+        "regularization.png",
+        "sweep_lr_l2.png",
+        "ema_default.png",
+    ):
         assert (tmp_path / fig).read_bytes()[:4] == b"\x89PNG"
     after = results.stat().st_mtime_ns if results.exists() else None
     assert after == before  # quick runs never touch the committed results

@@ -113,7 +113,8 @@ def test_the_steps_glue_equals_an_independent_numpy_loop(tiny):
     statistics) against the same glue written out in float64 NumPy around the same hand-derived
     gradients: each update rule, the scheduled learning rate at the step it belongs to, the EMA of the
     NEW parameters and the running statistics all enter. float32 vs float64 over 25 steps: 1e-4
-    relative (rounding accumulates ~25·ε32 ≈ 3e-6 of each parameter's size)."""
+    relative (rounding accumulates ~25·ε32 ≈ 3e-6 of each parameter's size). The EMA follows the
+    default warm-up, TensorFlow's min(d, (1 + t)/(10 + t)) with t the updates taken so far."""
     from jaxmlp.mlp import loss_and_grads
 
     tc = small_tc(model=MLPConfig(sizes=(16, 12, 10), batchnorm=True), schedule="cosine")
@@ -153,7 +154,8 @@ def test_the_steps_glue_equals_an_independent_numpy_loop(tiny):
         p = jax.tree_util.tree_map(
             lambda w, a, b, lr=lr, c1=c1, c2=c2: w - lr * (a / c1) / (np.sqrt(b / c2) + 1e-6), p, m, v
         )
-        ema = jax.tree_util.tree_map(lambda e, w: 0.8 * e + 0.2 * w, ema, p)
+        beta = min(0.8, (2 + t) / (11 + t))  # t + 1 updates taken, this one included
+        ema = jax.tree_util.tree_map(lambda e, w, beta=beta: beta * e + (1 - beta) * w, ema, p)
         ts, _ = one_step(ts, hyper, (x, y))
     for mine, ref in ((ts.params, p), (ts.ema, ema), (ts.bn_state, bn)):
         for a, b in zip(jax.tree_util.tree_leaves(mine), jax.tree_util.tree_leaves(ref)):
@@ -162,8 +164,9 @@ def test_the_steps_glue_equals_an_independent_numpy_loop(tiny):
 
 
 def test_the_ema_averages_the_new_parameters():
-    """θ̄₁ = d θ̄₀ + (1 − d) θ₁ with θ₁ the parameters AFTER the step (θ̄₀ = θ₀)."""
-    tc = small_tc(optimizer="sgd")
+    """θ̄₁ = d θ̄₀ + (1 − d) θ₁ with θ₁ the parameters AFTER the step (θ̄₀ = θ₀; the constant
+    schedule, so that β₁ = d is not 0 and the old parameters weigh in)."""
+    tc = small_tc(optimizer="sgd", ema_schedule="constant")
     hyper = Hyper(learning_rate=0.5, ema_decay=0.75).as_arrays()
     ts0 = step.init_state(jax.random.PRNGKey(0), tc, hyper)
     batch = (jax.random.normal(jax.random.PRNGKey(1), (50, 16)), jnp.arange(50) % 10)
