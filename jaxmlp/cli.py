@@ -23,8 +23,25 @@ EXIT_LOST_PROCESS = 4  # another process of a multi-process run died
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal's number, as shells report it
 
 
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Every option's help ends with its default: an option whose help does not say it already gets
+    "(default X)"; flags (default off) and options whose default is None say in words what that means."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        flag_or_none = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if "default" in text or not action.option_strings or flag_or_none:
+            return text
+        return f"{text} (default %(default)s)" if text else "default %(default)s"
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line, ``jaxmlp: error: …``, exit 2 (no usage dump)."""
+    """argparse whose usage errors are one line, ``jaxmlp: error: …``, exit 2 (no usage dump), and whose
+    help shows every default."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpWithDefaults)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(EXIT_ERROR, f"jaxmlp: error: {message} (`{self.prog} --help` lists the options)\n")
@@ -94,13 +111,13 @@ def _network_options(p: argparse.ArgumentParser, dropout: float = 0.0) -> None:
         default=dropout,
         help="dropout rate = P(drop) after each hidden layer; 0: none (default %(default)g)",
     )
-    g.add_argument("--input-dropout", type=float, default=0.0, help="dropout rate on the input pixels (0)")
+    g.add_argument("--input-dropout", type=float, default=0.0, help="dropout rate on the input pixels (default 0)")
     g.add_argument("--batchnorm", action="store_true", help="batch normalization before activations")
-    g.add_argument("--bn-momentum", type=float, default=0.9, help="running-average momentum (0.9)")
+    g.add_argument("--bn-momentum", type=float, default=0.9, help="running-average momentum (default 0.9)")
     g.add_argument("--l2", type=float, default=0.0, help="λ of the (λ/2m)Σ‖W‖² penalty (default 0)")
     g.add_argument("--init", default="he", help="he | xavier | seed (randn*0.01) (default he)")
-    g.add_argument("--init-scale", type=float, default=1.0, help="multiplies the init std (1)")
-    g.add_argument("--seed", type=int, default=0, help="seed for init, data split and shuffles (0)")
+    g.add_argument("--init-scale", type=float, default=1.0, help="multiplies the init std (default 1)")
+    g.add_argument("--seed", type=int, default=0, help="seed for init, data split and shuffles (default 0)")
 
 
 def _speed_options(g) -> None:
@@ -119,6 +136,16 @@ def _speed_options(g) -> None:
     )
 
 
+def _ema_schedule_option(g) -> None:
+    g.add_argument(
+        "--ema-schedule",
+        default="warmup",
+        choices=["warmup", "debias", "constant"],
+        help="the EMA's decay over steps: warmup min(DECAY, (1+t)/(10+t)) as TensorFlow's; debias as optax's "
+        "ema(debias=True); constant DECAY from the initial parameters (jaxmlp ≤ 0.3.0) (default %(default)s)",
+    )
+
+
 def _process_options(g) -> None:
     g.add_argument(
         "--coordinator",
@@ -127,8 +154,20 @@ def _process_options(g) -> None:
         help="several processes: process 0's address, the same for all (with --num-processes, --process-id; "
         "default: JAX's cluster auto-detection, one process without a cluster)",
     )
-    g.add_argument("--num-processes", type=int, default=None, metavar="N", help="processes in the run")
-    g.add_argument("--process-id", type=int, default=None, metavar="I", help="this process, 0 … N-1")
+    g.add_argument(
+        "--num-processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes in the run (default: with --coordinator, required)",
+    )
+    g.add_argument(
+        "--process-id",
+        type=int,
+        default=None,
+        metavar="I",
+        help="this process, 0 … N-1 (default: with --coordinator, required)",
+    )
 
 
 def _join_processes(args, enabled: bool = True):
@@ -171,6 +210,7 @@ def _train_config(args, model):
         patience=getattr(args, "patience", 0),
         seed=args.seed,
         scan_unroll=args.scan_unroll,
+        ema_schedule=args.ema_schedule,
     )
 
 
@@ -215,6 +255,21 @@ def _hyper(args):
     return h
 
 
+_DATA_DIR_HELP = (
+    "folder with the four IDX files (default: $JAXMLP_DATA, /usr/share/datasets/<dataset>, the cache, then a "
+    "SHA-256-checked download)"
+)
+
+
+def _axis_default(name: str, given) -> str:
+    """What a sweep axis is when not given: its SWEEP_AXES value, off for an optional op, else Hyper's."""
+    from jaxmlp.hyper import Hyper
+
+    if given is not None:
+        return given
+    return "off" if name in SWEEP_FIELDS else f"{Hyper._field_defaults[name]:g}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from jaxmlp._version import __version__
 
@@ -224,26 +279,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train an MLP and write metrics, curves, checkpoint, summary")
     d = t.add_argument_group("data")
-    d.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
-    d.add_argument("--data-dir", default=None, help="folder with the four IDX files")
-    d.add_argument("--dev-size", type=int, default=10_000, help="examples held out of train (10000)")
+    d.add_argument(
+        "--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"], help="fashion-mnist | mnist"
+    )
+    d.add_argument("--data-dir", default=None, help=_DATA_DIR_HELP)
+    d.add_argument("--dev-size", type=int, default=10_000, help="examples held out of train (default 10000)")
     _network_options(t, dropout=0.3)
     o = t.add_argument_group("optimization")
     o.add_argument(
         "--optimizer", default="adam", help="sgd | momentum | nesterov | rmsprop | adam | adamw (default %(default)s)"
     )
     o.add_argument("--learning-rate", type=float, default=1e-3, help="(default %(default)g)")
-    o.add_argument("--momentum", type=float, default=None, help="μ for momentum/nesterov (0.9)")
-    o.add_argument("--b1", type=float, default=None, help="Adam β₁ (0.9)")
-    o.add_argument("--b2", type=float, default=None, help="Adam β₂ (0.999)")
-    o.add_argument("--eps", type=float, default=None, help="Adam/RMSprop ε (1e-8)")
-    o.add_argument("--rho", type=float, default=None, help="RMSprop decay (0.9)")
-    o.add_argument("--weight-decay", type=float, default=None, help="AdamW decoupled decay (0)")
+    o.add_argument("--momentum", type=float, default=None, help="μ for momentum/nesterov (default 0.9)")
+    o.add_argument("--b1", type=float, default=None, help="Adam β₁ (default 0.9)")
+    o.add_argument("--b2", type=float, default=None, help="Adam β₂ (default 0.999)")
+    o.add_argument("--eps", type=float, default=None, help="Adam/RMSprop ε (default 1e-8)")
+    o.add_argument("--rho", type=float, default=None, help="RMSprop decay (default 0.9)")
+    o.add_argument("--weight-decay", type=float, default=None, help="AdamW decoupled decay (default 0)")
     o.add_argument("--schedule", default="cosine", help="constant | exponential | step | cosine (default %(default)s)")
-    o.add_argument("--decay-rate", type=float, default=None, help="exponential/step factor (0.5)")
-    o.add_argument("--decay-steps", type=float, default=None, help="exponential/step period (1000)")
-    o.add_argument("--warmup-steps", type=float, default=None, help="linear warmup steps (0)")
-    o.add_argument("--final-lr-fraction", type=float, default=None, help="cosine floor (0)")
+    o.add_argument("--decay-rate", type=float, default=None, help="exponential/step factor (default 0.5)")
+    o.add_argument("--decay-steps", type=float, default=None, help="exponential/step period (default 1000)")
+    o.add_argument("--warmup-steps", type=float, default=None, help="linear warmup steps (default 0)")
+    o.add_argument("--final-lr-fraction", type=float, default=None, help="cosine floor (default 0)")
     o.add_argument(
         "--ema",
         type=float,
@@ -252,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate with an exponential moving average of the parameters with this decay; "
         "0: none (default %(default)g)",
     )
+    _ema_schedule_option(o)
     o.add_argument("--batch-size", type=int, default=128, help="(default %(default)d)")
     o.add_argument("--epochs", type=int, default=30, help="(default %(default)d)")
     o.add_argument("--patience", type=int, default=0, help="early-stopping patience in epochs (0: off)")
@@ -278,13 +336,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--dataset", default=None, choices=["fashion-mnist", "mnist"], help="default: the dataset it was trained on"
     )
-    e.add_argument("--data-dir", default=None)
-    e.add_argument("--split", default="test", choices=["test", "dev", "train"])
+    e.add_argument("--data-dir", default=None, help=_DATA_DIR_HELP)
+    e.add_argument("--split", default="test", choices=["test", "dev", "train"], help="test | dev | train")
 
     w = sub.add_parser("sweep", help="train many settings as one compiled vmapped program")
     d = w.add_argument_group("data")
-    d.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
-    d.add_argument("--data-dir", default=None)
+    d.add_argument(
+        "--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"], help="fashion-mnist | mnist"
+    )
+    d.add_argument("--data-dir", default=None, help=_DATA_DIR_HELP)
     d.add_argument("--dev-size", type=int, default=10_000, help="examples held out of train (default 10000)")
     a = w.add_argument_group(
         "axes: each takes one value, a list 0,1e-4,1e-3, or a range 1e-4:1e-1:log:8 (log-spaced) / 0:0.5:lin:6"
@@ -296,13 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name, default in SWEEP_AXES.items():
         field = SWEEP_FIELDS.get(name, name)
-        off = " (default: off)" if name in SWEEP_FIELDS else ""
         a.add_argument(
             f"--{name.replace('_', '-')}",
             default=default,
             dest=name,
             metavar="VALUES",
-            help=f"Hyper.{field}{off}" if default is None else f"Hyper.{field} (default {default})",
+            help=f"Hyper.{field} (default {_axis_default(name, default)})",
         )
     w.add_argument("--seeds", type=int, default=1, help="seeds per setting (default 1)")
     w.add_argument(
@@ -310,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="draw N random points within each axis' range instead of the grid",
+        help="draw N random points within each axis' range instead of the grid (default: the grid)",
     )
     w.add_argument(
         "--per-member-shuffle",
@@ -331,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="ETA",
         help="successive halving: after epochs E/ETA^k (k = …, 2, 1) only the best 1/ETA of the members by dev "
-        "accuracy go on (e.g. --epochs 9 --halving 3: rungs after 1, 3 and 9 epochs)",
+        "accuracy go on (e.g. --epochs 9 --halving 3: rungs after 1, 3 and 9 epochs) (default: off)",
     )
     s_.add_argument(
         "--pbt",
@@ -339,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="INTERVAL",
         help="population-based training: every INTERVAL epochs the bottom quarter by dev accuracy copies a "
-        "top-quarter member (state and hyperparameters) and multiplies the swept ones by 0.8 or 1.2",
+        "top-quarter member (state and hyperparameters) and multiplies the swept ones by 0.8 or 1.2 (default: off)",
     )
     w.add_argument("--activation", default="relu", help="relu | tanh | sigmoid (default relu)")
     w.add_argument("--batchnorm", action="store_true", help="batch normalization before activations")
@@ -349,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--schedule", default="constant", help="constant | exponential | step | cosine (default constant)")
     w.add_argument("--batch-size", type=int, default=128, help="(default 128)")
+    _ema_schedule_option(w)
     _speed_options(w)
     w.add_argument("--epochs", type=int, default=5, help="(default 5)")
     w.add_argument("--seed", type=int, default=0, help="data split and shared data order (default 0)")
@@ -358,9 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("gradcheck", help="hand-derived gradients vs jax.grad and finite differences")
     _network_options(g)
-    g.add_argument("--input-dim", type=int, default=784)
-    g.add_argument("--classes", type=int, default=10)
-    g.add_argument("--batch-size", type=int, default=16)
+    g.add_argument("--input-dim", type=int, default=784, help="features of the random network's input")
+    g.add_argument("--classes", type=int, default=10, help="classes of its output")
+    g.add_argument("--batch-size", type=int, default=16, help="examples in the checked batch")
     g.add_argument("--fd-samples", type=int, default=64, help="coordinates per array for finite differences")
     g.add_argument("--float32", action="store_true", help="check in float32 (no finite differences)")
     g.add_argument(
@@ -368,9 +428,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="check at a trained model's parameters (a run folder or its checkpoint) on a batch of its "
         "training data, instead of a random network on random data; the network options are then the "
-        "checkpoint's",
+        "checkpoint's (default: a random network)",
     )
-    g.add_argument("--data-dir", default=None, help="with --checkpoint: the folder of its dataset's IDX files")
+    g.add_argument(
+        "--data-dir",
+        default=None,
+        help="with --checkpoint: the folder of its dataset's IDX files (default: found as train finds it)",
+    )
     g.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -401,6 +465,7 @@ _FROM_CHECKPOINT = {
     "patience": lambda tc, h, meta: tc.patience,
     "seed": lambda tc, h, meta: tc.seed,
     "scan_unroll": lambda tc, h, meta: tc.scan_unroll,
+    "ema_schedule": lambda tc, h, meta: tc.ema_schedule,
     "dropout": lambda tc, h, meta: h.dropout_rate or 0.0,
     "input_dropout": lambda tc, h, meta: h.input_dropout_rate or 0.0,
     "ema": lambda tc, h, meta: h.ema_decay or 0.0,
@@ -430,7 +495,7 @@ def _resume_options(args, given: set) -> None:
 
 def cmd_train(args, given=frozenset()) -> int:
     import jaxmlp as jm
-    from jaxmlp.run import OutputFolder
+    from jaxmlp.run import OutputFolder, check_resume
 
     say = _join_processes(args, enabled=args.data_parallel)
     # process 0 (the one that writes) checks the folder, before the data is loaded
@@ -440,6 +505,8 @@ def cmd_train(args, given=frozenset()) -> int:
     hyper = _hyper(args)
     ds = jm.load_dataset(args.dataset, args.data_dir, dev_size=args.dev_size, seed=args.seed)
     tc = _train_config(args, _model_config(args, ds.x_train.shape[1], ds.num_classes))
+    if args.resume:  # a refusal comes before the run's description, not after it
+        check_resume(args.out, ds, tc, hyper)
     say(
         f"{ds.name}: {ds.x_train.shape[0]} train / {ds.x_dev.shape[0]} dev / {ds.x_test.shape[0]} test; "
         f"network {'-'.join(map(str, tc.model.sizes))}"

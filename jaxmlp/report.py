@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -74,8 +75,10 @@ def save_figure(fig, path, dpi: int = 100) -> None:
 
 
 def progress(iterable, enabled: bool, desc: str = "training", unit: str = "epoch"):
-    """A tqdm bar over ``iterable`` when enabled, else the iterable itself."""
-    if not enabled:
+    """A tqdm bar over ``iterable`` when enabled and standard error is a terminal, else the iterable
+    itself: a bar redrawn into a log file or a pipe is noise, and the lines said per epoch (``say``)
+    already give a non-terminal its periodic plain progress."""
+    if not enabled or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
         return iterable
     from tqdm import tqdm
 

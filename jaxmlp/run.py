@@ -23,7 +23,6 @@ Checkpoints of format 1 (jaxmlp 0.1.0) are read through ``_from_format_1``.
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -196,8 +195,13 @@ class OutputFolder:
     def check_free(out, *, resume: bool, overwrite: bool) -> list:
         """The part of ``claim`` that changes nothing (callers may ask first, before loading data):
         ValueError unless ``out`` is not a file and holds no earlier run's files, or ``resume`` /
-        ``overwrite``; returns the run files found."""
+        ``overwrite``; returns the run files found. ``resume`` and ``overwrite`` together contradict each
+        other (continue the run, or replace it?) and are refused."""
         out = Path(out)
+        if resume and overwrite:
+            raise ValueError(
+                f"--resume continues the run in {out} and --overwrite replaces it: give one of them, not both"
+            )
         if out.exists() and not out.is_dir():
             raise ValueError(f"output folder {out} is a file; choose another --out")
         found = [name for name in OUTPUT_FILES if (out / name).exists()]
@@ -241,6 +245,7 @@ def _structure(tc: TrainConfig, hyper: Hyper, data: tuple) -> dict:
         "--schedule": tc.schedule,
         "--batch-size": tc.batch_size,
         "--seed": tc.seed,
+        "--ema-schedule": tc.ema_schedule,
     }
     for name, option in _OPTION_NAMES.items():
         out[f"{option} (on/off)"] = "off" if getattr(hyper, name) is None else "on"
@@ -273,6 +278,42 @@ def _check_resume(path, then, now, log) -> list:
             changes.append({"field": field, "from": old, "to": float(new)})
             log(f"resume: {field} {old:g} → {float(new):g}")
     return changes
+
+
+def _resume_point(path, ds: Dataset, tc: TrainConfig, hyper: Hyper, log):
+    """What resuming the checkpoint at ``path`` with (``ds``, ``tc``, ``hyper``) continues from:
+    (arrays, first epoch to train, history, (best dev accuracy, best epoch, bad epochs), hyper changes);
+    CheckpointError / ValueError, each one line, when it cannot be resumed so."""
+    meta, arrays = checkpoint.load(path)
+    saved_tc, saved_hyper = _read_meta(path, meta)
+    try:
+        start_epoch = int(meta["epoch"]) + 1
+        history = list(meta["history"])
+        best = meta["best_dev_accuracy"], meta["best_epoch"], meta["bad_epochs"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise checkpoint.CheckpointError(f"{path}: not the checkpoint of a run to resume ({e!r})") from None
+    if tc.epochs < start_epoch - 1:
+        raise ValueError(
+            f"{path} already holds {start_epoch - 1} epochs; resuming with {tc.epochs} would not continue "
+            f"it (give --epochs ≥ {start_epoch - 1})"
+        )
+    data_now = (ds.name, int(ds.x_dev.shape[0]))
+    data_then = (meta.get("dataset", ds.name), int(meta.get("dev_size", ds.x_dev.shape[0])))
+    changes = meta.get("hyper_changes", []) + [
+        {"epoch": start_epoch, **c}
+        for c in _check_resume(path, (saved_tc, saved_hyper, data_then), (tc, hyper, data_now), log)
+    ]
+    return arrays, start_epoch, history, best, changes
+
+
+def check_resume(out_dir, ds: Dataset, tc: TrainConfig, hyper: Hyper) -> None:
+    """Raise what ``fit(ds, tc, hyper, out_dir=out_dir, resume=True)`` would raise about the checkpoint
+    in ``out_dir`` (missing, unreadable, another structure, fewer epochs), without training or logging:
+    for a caller that wants to refuse before it prints or loads anything else."""
+    path = Path(out_dir) / "checkpoint.npz"
+    if not path.is_file():
+        raise checkpoint.CheckpointError(f"--resume: no checkpoint at {path}")
+    _resume_point(path, ds, tc, hyper, log=lambda line: None)
 
 
 def fit(
@@ -314,6 +355,9 @@ def fit(
     validate(hyper)
     n_train = ds.x_train.shape[0]
     check_batch_size(tc.batch_size, n_train)
+    has_dev = ds.x_dev.shape[0] > 0
+    if tc.patience and not has_dev:
+        raise ValueError("early stopping (patience) needs a dev split to watch: give the data one, or patience 0")
     if ds.x_train.shape[1] != tc.model.sizes[0] or tc.model.sizes[-1] != ds.num_classes:
         raise ValueError(
             f"network {tc.model.sizes[0]}→…→{tc.model.sizes[-1]} does not fit data with "
@@ -330,25 +374,8 @@ def fit(
     hyper_arr = hyper.as_arrays()
     history, changes, start_epoch, best_acc, best_epoch, bad_epochs = [], [], 1, -1.0, 0, 0
     if resume:  # everything the checkpoint must agree with is checked before anything is compiled
-        meta, arrays = checkpoint.load(resume_from)
-        saved_tc, saved_hyper = _read_meta(resume_from, meta)
-        try:
-            start_epoch = int(meta["epoch"]) + 1
-            history = list(meta["history"])
-            best_acc, best_epoch, bad_epochs = meta["best_dev_accuracy"], meta["best_epoch"], meta["bad_epochs"]
-        except (KeyError, TypeError, ValueError) as e:
-            raise checkpoint.CheckpointError(f"{ckpt_path}: not the checkpoint of a run to resume ({e!r})") from None
-        if tc.epochs < start_epoch - 1:
-            raise ValueError(
-                f"{ckpt_path} already holds {start_epoch - 1} epochs; resuming with {tc.epochs} would not continue "
-                f"it (give --epochs ≥ {start_epoch - 1})"
-            )
-        data_now = (ds.name, int(ds.x_dev.shape[0]))
-        data_then = (meta.get("dataset", ds.name), int(meta.get("dev_size", ds.x_dev.shape[0])))
-        changes = meta.get("hyper_changes", []) + [
-            {"epoch": start_epoch, **c}
-            for c in _check_resume(ckpt_path, (saved_tc, saved_hyper, data_then), (tc, hyper, data_now), log)
-        ]
+        point = _resume_point(resume_from, ds, tc, hyper, log)
+        arrays, start_epoch, history, (best_acc, best_epoch, bad_epochs), changes = point
     # memory, before anything large is allocated: the state and the data, then the compiled program
     have = memory.available_bytes()
     ts_shape = jax.eval_shape(lambda key: init_state(key, tc, hyper_arr), jax.random.PRNGKey(tc.seed))
@@ -405,8 +432,9 @@ def fit(
             "status": status,
             "test_accuracy": test[0],
             "test_loss": test[1],
-            "dev_accuracy": best_acc,
+            "dev_accuracy": best_acc if has_dev else None,
             "best_epoch": best_epoch,
+            "selected_by": "best dev accuracy" if has_dev else "last epoch (no dev split)",
             "epochs": len(history),
             "stopped_early": status == "finished" and len(history) < tc.epochs,
             "seconds": train_seconds,
@@ -461,15 +489,14 @@ def fit(
                 # the rate the epoch's last step trained with
                 "learning_rate": float(schedules.learning_rate_at(tc.schedule, ts.step - 1, hyper_arr)),
             }
-            if dev_acc > best_acc or math.isnan(dev_acc):
+            if not has_dev or dev_acc > best_acc:  # no dev split: the last epoch is the one kept
                 best_acc, best_epoch, bad_epochs = dev_acc, epoch, 0
                 best = {"params": params_eval, "bn_state": ts.bn_state}
                 best = jax.tree_util.tree_map(jnp.copy, best)  # ts is donated to the next epoch
             else:
                 bad_epochs += 1
-            report.say(
-                bar, f"epoch {epoch:3d}  train loss {row['train_loss']:.4f}  dev acc {dev_acc:.4f}  {seconds:.2f}s", log
-            )
+            dev_text = f"dev acc {dev_acc:.4f}" if has_dev else "no dev split"
+            report.say(bar, f"epoch {epoch:3d}  train loss {row['train_loss']:.4f}  {dev_text}  {seconds:.2f}s", log)
             if ckpt_path is not None:
                 meta = {
                     "config": tc.to_dict(),
@@ -517,6 +544,7 @@ def fit(
         raise
 
     test = evaluate(best["params"], best["bn_state"], ds.x_test, ds.y_test, config=tc.model)
-    log(f"test accuracy {test[0]:.4f} (best dev {best_acc:.4f} at epoch {best_epoch})")
+    chosen = f"best dev {best_acc:.4f} at epoch {best_epoch}" if has_dev else f"no dev split: epoch {best_epoch}"
+    log(f"test accuracy {test[0]:.4f} ({chosen})")
     write("finished", curves=True, test=test)
     return FitResult(ts, best["params"], best["bn_state"], history, summary("finished", test))

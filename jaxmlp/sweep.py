@@ -380,6 +380,8 @@ def run_sweep(
     draws come from ``numpy.random.default_rng(data_seed)``."""
     if not members:
         raise ValueError("a sweep needs at least one member")
+    if ds.x_dev.shape[0] == 0:
+        raise ValueError("a sweep ranks its members by dev accuracy: give the data a dev split (dev_size > 0)")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk size must be ≥ 1, got {chunk_size}")
     search.check(len(members), tc.epochs, halving, pbt, axes)  # the search's own mistakes, before the folder

@@ -159,6 +159,7 @@ def test_the_bare_train_command_is_the_recommended_default():
     ) == ("fashion-mnist", (512, 512), "relu", "adam", "cosine", 128, 30, "runs/default")
     h = _hyper(args)
     assert (h.learning_rate, h.dropout_rate, h.ema_decay, h.input_dropout_rate) == (1e-3, 0.3, 0.999, None)
+    assert args.ema_schedule == "warmup"  # the EMA warm-up (experiments/RESULTS.md, ema_default)
     off = _hyper(build_parser().parse_args(["train", "--dropout", "0", "--ema", "0"]))
     assert off.dropout_rate is None and off.ema_decay is None  # 0 means the op is absent
 
@@ -455,3 +456,67 @@ def test_a_signal_inside_a_gc_callback_is_noted_not_raised():
     assert received and not raised
     with pytest.raises(KeyboardInterrupt):  # anywhere else it raises
         handler(signal.SIGINT, sys._getframe())
+
+
+def _rendered_option_helps(parser):
+    """(subcommand, option, its help as --help prints it) for every option that takes a value."""
+    import argparse
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sp in sub.choices.items():
+        fmt = sp._get_formatter()
+        for a in sp._actions:
+            if a.option_strings and a.nargs != 0:  # flags (store_true, --help, --version) default to off
+                yield name, a.option_strings[-1], fmt._expand_help(a) if a.help else ""
+
+
+def test_help_shows_every_default(capsys):
+    """Every option of every subcommand that takes a value says its default in --help, and the number
+    shown is the one the parser uses (for options whose default is a value; None ones say in words)."""
+    from jaxmlp.cli import build_parser
+
+    parser = build_parser()
+    missing = [(c, o) for c, o, text in _rendered_option_helps(parser) if "default" not in text]
+    assert not missing, missing
+    helps = {(c, o): text for c, o, text in _rendered_option_helps(parser)}
+    assert helps[("train", "--patience")].endswith("(default 0)")
+    assert helps[("train", "--ema-schedule")].endswith("(default warmup)")
+    assert helps[("sweep", "--b2")] == "Hyper.b2 (default 0.999)" and helps[("sweep", "--ema")].endswith(
+        "(default off)"
+    )
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "(default 0.999)" in capsys.readouterr().out
+
+
+def test_ema_schedule_option_sets_the_runs_config(idx_dir, tmp_path):
+    out = tmp_path / "run"
+    assert main(small_train(idx_dir, out, "--epochs", "1", "--ema-schedule", "debias")) == 0
+    assert json.loads((out / "summary.json").read_text())["config"]["ema_schedule"] == "debias"
+
+
+def test_a_refused_resume_prints_nothing_before_its_one_line(idx_dir, finished_run, capsys):
+    for more, message in (
+        (["--resume", "--hidden", "64"], "cannot resume with a different structure: --hidden 32"),
+        (["--resume", "--overwrite"], "--resume continues the run in .* and --overwrite replaces it"),
+    ):
+        import re
+
+        try:
+            code = main(small_train(idx_dir, finished_run, *more))
+        except SystemExit as e:
+            code = e.code
+        captured = capsys.readouterr()
+        assert code == EXIT_ERROR and captured.out == "", captured.out  # no network summary first
+        assert captured.err.count("\n") == 1 and re.search(message, captured.err), captured.err
+
+
+def test_dev_size_0_trains_without_selection_and_refuses_patience(idx_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = [a if a != "100" else "0" for a in small_train(idx_dir, out)]  # --dev-size 0
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dev_accuracy"] is None and summary["selected_by"] == "last epoch (no dev split)"
+    assert "no dev split" in capsys.readouterr().out
+    code, err = outcome([*argv, "--patience", "2", "--overwrite"], capsys)
+    assert code == EXIT_ERROR and "early stopping (patience) needs a dev split" in err

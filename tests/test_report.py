@@ -38,9 +38,21 @@ def test_csv_json_and_figures(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["curves.png", "m.csv", "s.json"]
 
 
-def test_progress_is_the_iterable_itself_when_off():
+def test_progress_is_the_iterable_itself_when_off_or_not_on_a_terminal(monkeypatch):
+    import io
+
     it = range(3)
     assert report.progress(it, enabled=False) is it
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr("sys.stderr", io.StringIO())  # a log file or a pipe: no bar redrawn into it
+    assert report.progress(it, enabled=True) is it
+    monkeypatch.setattr("sys.stderr", Terminal())
+    bar = report.progress(it, enabled=True)
+    assert bar is not it and list(bar) == [0, 1, 2]
     lines = []
     report.say(it, "hello", lines.append)
     assert lines == ["hello"]

@@ -194,8 +194,12 @@ def test_checkpoints_written_by_0_1_0_still_load(fixture_data, name, dropout, em
 
 def test_a_0_1_0_run_resumes(fixture_data, tmp_path):
     shutil.copy(FIXTURES / "v0.1.0_bn_dropout_ema.npz", tmp_path / "checkpoint.npz")
-    tc = step.TrainConfig(
-        model=MLPConfig(sizes=(16, 8, 10), batchnorm=True), batch_size=16, epochs=3, schedule="cosine"
+    tc = step.TrainConfig(  # 0.1.0 knew one EMA, the constant decay: the run goes on with it
+        model=MLPConfig(sizes=(16, 8, 10), batchnorm=True),
+        batch_size=16,
+        epochs=3,
+        schedule="cosine",
+        ema_schedule="constant",
     )
     res = run.fit(
         fixture_data,
@@ -332,3 +336,54 @@ def test_stop_ends_the_run_after_the_epoch_it_answers_in(tiny, tmp_path):
         run.fit(tiny, small_tc(epochs=5), Hyper(), out_dir=tmp_path, progress=False, log=lambda s: None, stop=stop)
     assert (e.value.epochs_done, e.value.signal_name) == (2, "SIGTERM")
     assert len(list(csv.DictReader(open(tmp_path / "metrics.csv")))) == 2
+
+
+def test_a_run_without_dev_keeps_the_last_epoch_and_says_so(tiny, tmp_path):
+    """No dev split: nothing to select by, so the kept model is the last epoch's (its test accuracy
+    evaluated here from the final state, another path than fit's own `best`), the summary says so and
+    has no dev accuracy (null, not NaN); early stopping, which would watch dev, is refused."""
+    no_dev = tiny._replace(x_dev=tiny.x_dev[:0], y_dev=tiny.y_dev[:0])
+    tc = small_tc(epochs=3)
+    lines = []
+    res = run.fit(
+        no_dev, tc, Hyper(learning_rate=3e-3, ema_decay=0.9), out_dir=tmp_path, progress=False, log=lines.append
+    )
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["dev_accuracy"] is None and summary["best_epoch"] == 3 == summary["epochs"]
+    assert summary["selected_by"] == "last epoch (no dev split)"
+    last = step.evaluate(step.eval_params(res.state), res.state.bn_state, tiny.x_test, tiny.y_test, config=tc.model)
+    assert summary["test_accuracy"] == last[0] and leaves_equal(res.best_params, step.eval_params(res.state))
+    assert "no dev split" in lines[0] and lines[-1].endswith("(no dev split: epoch 3)")
+    with pytest.raises(ValueError, match=r"early stopping \(patience\) needs a dev split"):
+        run.fit(no_dev, small_tc(epochs=3, patience=1), Hyper(), progress=False, log=lambda s: None)
+    with_dev = run.fit(tiny, tc, Hyper(learning_rate=3e-3), progress=False, log=lambda s: None)
+    assert with_dev.summary["selected_by"] == "best dev accuracy"
+
+
+def test_ema_schedule_is_part_of_the_run_and_old_configs_read_as_constant(tiny, tmp_path):
+    """A config written before ``ema_schedule`` existed (jaxmlp ≤ 0.3.0) trained with the constant
+    decay: it reads back as "constant", so a resumed old run continues as it was; a resume that asks
+    for another schedule is a structural difference, refused (check_resume says so before fit would)."""
+    d = small_tc().to_dict()
+    assert d["ema_schedule"] == "warmup" and step.TrainConfig.from_dict(d) == small_tc()
+    del d["ema_schedule"]
+    assert step.TrainConfig.from_dict(d).ema_schedule == "constant"
+    with pytest.raises(ValueError, match="unknown EMA schedule 'none'"):
+        small_tc(ema_schedule="none")
+    hyper = Hyper(learning_rate=3e-3, ema_decay=0.9)
+    run.fit(tiny, small_tc(epochs=1), hyper, out_dir=tmp_path, progress=False, log=lambda s: None)
+    other = small_tc(epochs=2, ema_schedule="debias")
+    for attempt in (
+        lambda: run.check_resume(tmp_path, tiny, other, hyper),
+        lambda: run.fit(tiny, other, hyper, out_dir=tmp_path, resume=True, progress=False, log=lambda s: None),
+    ):
+        with pytest.raises(checkpoint.CheckpointError, match=r"--ema-schedule warmup \(checkpoint\) vs debias \(now\)"):
+            attempt()
+    run.check_resume(tmp_path, tiny, small_tc(epochs=2), hyper)  # the same structure: no complaint
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint at"):
+        run.check_resume(tmp_path / "elsewhere", tiny, other, hyper)
+
+
+def test_resume_and_overwrite_together_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="give one of them, not both"):
+        run.OutputFolder.check_free(tmp_path, resume=True, overwrite=True)

@@ -78,6 +78,14 @@ def test_grid_members_and_validation():
     assert len(r) == 20 and min(lrs) >= 1e-4 and max(lrs) <= 1e-1 and len(set(lrs)) == 20
 
 
+def test_a_sweep_without_a_dev_split_is_refused_before_training(tiny, tmp_path):
+    no_dev = tiny._replace(x_dev=tiny.x_dev[:0], y_dev=tiny.y_dev[:0])
+    members = sweep.grid(Hyper(), {"learning_rate": [1e-3, 1e-2]})
+    with pytest.raises(ValueError, match="ranks its members by dev accuracy: give the data a dev split"):
+        sweep.run_sweep(no_dev, tc_for(), members, out_dir=tmp_path / "s", log=lambda s: None)
+    assert not (tmp_path / "s").exists()
+
+
 def test_member_equals_same_configuration_trained_alone(tiny):
     """Members with different learning rates, L2, seeds AND widths (masked): each ends where it would
     alone. Sigmoid + batch norm: the case where an unmasked padded unit would NOT stay silent."""
