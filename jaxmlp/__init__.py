@@ -2,7 +2,7 @@
 
 Everything a script needs is here (``import jaxmlp as jm``) and listed in ``__all__``::
 
-    ds = jm.load_dataset("fashion-mnist")
+    ds = jm.load_dataset("fashion-mnist")      # or jm.load_data_file("mine.csv"), jm.Dataset.from_arrays(x, y)
     config = jm.MLPConfig(sizes=(784, 512, 512, 10))
     hyper = jm.Hyper(learning_rate=1e-3, dropout_rate=0.3, ema_decay=0.999)
     params, state = jm.init(key, config)
@@ -14,7 +14,7 @@ Everything a script needs is here (``import jaxmlp as jm``) and listed in ``__al
 Layers, top to bottom (each module imports only from below it): ``cli`` → this namespace → ``sweep`` →
 ``search`` (halving, PBT) → ``run`` (fit) → ``parallel`` → ``report`` (outputs) → ``step`` (pure step /
 epoch / evaluate) → ``optim``, ``schedules`` → ``gradcheck`` → ``mlp``, ``rulecheck`` → ``ops``, ``hyper`` → ``data``
-(``idx``, ``sources``, ``prepare``, ``batching``), ``checkpoint``, ``compiler`` → ``files`` (the atomic
+(``idx``, ``sources``, ``prepare``, ``tables``, ``batching``), ``checkpoint``, ``compiler`` → ``files`` (the atomic
 writer).
 Names beginning with ``_`` are internal.
 """
@@ -27,6 +27,7 @@ from jaxmlp.checkpoint import restore as restore_checkpoint
 from jaxmlp.checkpoint import save as save_checkpoint
 from jaxmlp.compiler import epoch_options
 from jaxmlp.data import Dataset, DatasetError, load_dataset, one_hot
+from jaxmlp.data import load_file as load_data_file
 from jaxmlp.gradcheck import GradReport, check_gradients
 from jaxmlp.hyper import Hyper
 from jaxmlp.hyper import validate as validate_hyper
@@ -122,6 +123,7 @@ __all__ = [
     "SweepResult",
     # data
     "data",
+    "load_data_file",
     "load_dataset",
     "Dataset",
     "DatasetError",

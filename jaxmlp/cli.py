@@ -270,6 +270,57 @@ def _axis_default(name: str, given) -> str:
     return "off" if name in SWEEP_FIELDS else f"{Hyper._field_defaults[name]:g}"
 
 
+def _data_options(d, *, dev_size: bool = True) -> None:
+    """--data FILE and --label-column (and --dev-size) for every command that reads data."""
+    d.add_argument(
+        "--data",
+        default=None,
+        metavar="FILE",
+        help="your own data instead of --dataset: a .npz (x_train, y_train[, x_test, y_test]) or a .csv with a "
+        "header (the --label-column is the class, every other column a feature); the network's input and "
+        "output sizes follow it (default: none)",
+    )
+    d.add_argument("--label-column", default="label", help="with a .csv --data: the class column's name")
+    if dev_size:
+        d.add_argument(
+            "--dev-size",
+            type=int,
+            default=None,
+            help="examples held out of train for selection, 0: none (default 10000; with --data a tenth)",
+        )
+
+
+def _load_data(args):
+    """The Dataset the options name: --data FILE, else --dataset (found in --data-dir or searched)."""
+    import jaxmlp as jm
+
+    if args.data is not None:
+        return jm.load_data_file(args.data, label_column=args.label_column, dev_size=args.dev_size, seed=args.seed)
+    dev_size = 10_000 if args.dev_size is None else args.dev_size
+    return jm.load_dataset(args.dataset, args.data_dir, dev_size=dev_size, seed=args.seed)
+
+
+def _checkpoint_data(meta: dict, seed: int, args):
+    """The Dataset a checkpoint was trained on, split as it was: its --data file (or the one given) or
+    its named dataset; DatasetError when a file's training split is not the one the model saw."""
+    import jaxmlp as jm
+
+    name = meta.get("dataset", "fashion-mnist")
+    dev_size = int(meta.get("dev_size", 10_000))
+    given = getattr(args, "data", None)
+    if given is None and name in jm.data.DATASETS:
+        return jm.load_dataset(getattr(args, "dataset", None) or name, args.data_dir, dev_size=dev_size, seed=seed)
+    path = given or name
+    label_column = getattr(args, "label_column", "label")
+    ds = jm.load_data_file(path, label_column=label_column, dev_size=dev_size, seed=seed)
+    saved = jm.data.normalizer_from_dict(meta["normalizer"])
+    if ds.normalizer != saved:
+        raise jm.DatasetError(
+            f"{path}: not the data this model was trained on (its training split's statistics differ)"
+        )
+    return ds
+
+
 def build_parser() -> argparse.ArgumentParser:
     from jaxmlp._version import __version__
 
@@ -283,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"], help="fashion-mnist | mnist"
     )
     d.add_argument("--data-dir", default=None, help=_DATA_DIR_HELP)
-    d.add_argument("--dev-size", type=int, default=10_000, help="examples held out of train (default 10000)")
+    _data_options(d)
     _network_options(t, dropout=0.3)
     o = t.add_argument_group("optimization")
     o.add_argument(
@@ -337,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset", default=None, choices=["fashion-mnist", "mnist"], help="default: the dataset it was trained on"
     )
     e.add_argument("--data-dir", default=None, help=_DATA_DIR_HELP)
+    _data_options(e, dev_size=False)
     e.add_argument("--split", default="test", choices=["test", "dev", "train"], help="test | dev | train")
 
     w = sub.add_parser("sweep", help="train many settings as one compiled vmapped program")
@@ -345,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"], help="fashion-mnist | mnist"
     )
     d.add_argument("--data-dir", default=None, help=_DATA_DIR_HELP)
-    d.add_argument("--dev-size", type=int, default=10_000, help="examples held out of train (default 10000)")
+    _data_options(d)
     a = w.add_argument_group(
         "axes: each takes one value, a list 0,1e-4,1e-3, or a range 1e-4:1e-1:log:8 (log-spaced) / 0:0.5:lin:6"
     )
@@ -489,8 +541,10 @@ def _resume_options(args, given: set) -> None:
         value = value_of(tc, hyper, meta)
         if name not in given and value is not None:
             setattr(args, name, value)
-    if args.dataset not in ("fashion-mnist", "mnist"):
-        raise ValueError(f"{path} was trained on {args.dataset!r}, which the command cannot load")
+    if args.dataset not in jm.data.DATASETS:  # trained on a --data file: the dataset's name is its path
+        if "data" not in given:
+            args.data = args.dataset
+        args.dataset = "fashion-mnist"
 
 
 def cmd_train(args, given=frozenset()) -> int:
@@ -503,7 +557,7 @@ def cmd_train(args, given=frozenset()) -> int:
     if args.resume:
         _resume_options(args, given)
     hyper = _hyper(args)
-    ds = jm.load_dataset(args.dataset, args.data_dir, dev_size=args.dev_size, seed=args.seed)
+    ds = _load_data(args)
     tc = _train_config(args, _model_config(args, ds.x_train.shape[1], ds.num_classes))
     if args.resume:  # a refusal comes before the run's description, not after it
         check_resume(args.out, ds, tc, hyper)
@@ -553,15 +607,22 @@ def cmd_evaluate(args) -> int:
 
     tc, _, params, bn_state, norm, meta = jm.load_model(_checkpoint_of(args.checkpoint))
     name = args.dataset or meta.get("dataset", "fashion-mnist")
-    files = jm.data.find_files(name, args.data_dir)
-    if args.split == "test":
-        images, labels = jm.data.read_pair(files["test_images"], files["test_labels"])
+    if args.data is not None or name not in jm.data.DATASETS:  # a --data file, split as in training
+        ds = _checkpoint_data(meta, tc.seed, args)
+        name, (x, labels) = (
+            ds.name,
+            {"test": (ds.x_test, ds.y_test), "dev": (ds.x_dev, ds.y_dev)}.get(args.split, (ds.x_train, ds.y_train)),
+        )
     else:
-        images, labels = jm.data.read_pair(files["train_images"], files["train_labels"])
-        dev_size = int(meta.get("dev_size", 10_000))
-        xtr, ytr, xdev, ydev = jm.data.split_train_dev(images, labels, dev_size, tc.seed)
-        images, labels = (xdev, ydev) if args.split == "dev" else (xtr, ytr)
-    x = norm(images)
+        files = jm.data.find_files(name, args.data_dir)
+        if args.split == "test":
+            images, labels = jm.data.read_pair(files["test_images"], files["test_labels"])
+        else:
+            images, labels = jm.data.read_pair(files["train_images"], files["train_labels"])
+            dev_size = int(meta.get("dev_size", 10_000))
+            xtr, ytr, xdev, ydev = jm.data.split_train_dev(images, labels, dev_size, tc.seed)
+            images, labels = (xdev, ydev) if args.split == "dev" else (xtr, ytr)
+        x = norm(images)
     if x.shape[1] != tc.model.sizes[0]:
         raise ValueError(f"{args.checkpoint} expects {tc.model.sizes[0]} features, data has {x.shape[1]}")
     acc, loss = jm.evaluate(params, bn_state, x, labels, config=tc.model)
@@ -646,7 +707,7 @@ def cmd_sweep(args) -> int:
     jm.search.check(len(members), args.epochs, args.halving, args.pbt, swept)  # nothing above touches JAX
     say = _join_processes(args)
     _checked_by_process_0(lambda: OutputFolder.check_free(args.out, resume=False, overwrite=args.overwrite))
-    ds = jm.load_dataset(args.dataset, args.data_dir, dev_size=args.dev_size, seed=args.seed)
+    ds = _load_data(args)
     tc = _train_config(args, _model_config(args, ds.x_train.shape[1], ds.num_classes, hidden=hidden[0]))
     say(
         f"{ds.name}: {_count(len(members), 'member')} ({', '.join(swept) or 'no axes'}"
@@ -697,12 +758,7 @@ def cmd_gradcheck(args) -> int:
     if args.checkpoint:  # a trained model on real data: saturated units, γ ≠ 1, small gradients
         model = jm.load_model(_checkpoint_of(args.checkpoint))
         config, hyper = model.config.model, model.hyper
-        ds = jm.load_dataset(
-            model.meta.get("dataset", "fashion-mnist"),
-            args.data_dir,
-            dev_size=int(model.meta.get("dev_size", 10_000)),
-            seed=model.config.seed,
-        )
+        ds = _checkpoint_data(model.meta, model.config.seed, args)
         batch = (ds.x_train[: args.batch_size], ds.y_train[: args.batch_size])
         where = f"the parameters of {args.checkpoint}, {args.batch_size} training examples of {ds.name}"
         extra = dict(params=model.params, state=model.bn_state, batch=batch)

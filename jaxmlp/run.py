@@ -36,7 +36,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxmlp import checkpoint, memory, parallel, report, schedules
-from jaxmlp.data import Dataset, Normalizer, check_batch_size
+from jaxmlp.data import Dataset, Normalizer, check_batch_size, normalizer_from_dict
 from jaxmlp.hyper import Hyper, validate
 from jaxmlp.mlp import init
 from jaxmlp.step import TrainConfig, TrainState, epoch_program, eval_params, evaluate, init_state, with_cosine_horizon
@@ -101,7 +101,7 @@ class LoadedModel(NamedTuple):
     hyper: Hyper
     params: tuple
     bn_state: tuple
-    normalizer: Normalizer
+    normalizer: Normalizer  # or a Standardizer: a model trained on your own features
     meta: dict
 
 
@@ -110,7 +110,7 @@ def load_model(path) -> LoadedModel:
     meta, arrays = checkpoint.load(path)
     tc, hyper = _read_meta(path, meta)
     try:
-        norm = Normalizer(**meta["normalizer"])
+        norm = normalizer_from_dict(meta["normalizer"])
     except (KeyError, TypeError) as e:
         raise checkpoint.CheckpointError(f"{path}: metadata incomplete or invalid ({e})") from None
     params, bn_state = init(jax.random.PRNGKey(0), tc.model, scale=hyper.init_scale)

@@ -37,4 +37,6 @@ def test_readme_python_blocks_run_in_order(tmp_path, monkeypatch):
     np.testing.assert_allclose(namespace["per_example"][:, 0], namespace["saliency"], rtol=1e-4, atol=1e-6)
     assert 0 < namespace["accuracy"] <= 1 and namespace["report"].ok
     assert (tmp_path / "runs" / "py" / "summary.json").is_file()
+    mine = namespace["mine"]  # the "Your own data" block: what its comment says it prints
+    assert mine.x_train.shape == (243, 2) and mine.num_classes == 2 and namespace["same"].x_dev.shape == (0, 2)
     assert (tmp_path / "runs" / "sweep-py" / "results.csv").is_file()

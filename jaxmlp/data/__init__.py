@@ -6,10 +6,12 @@ Contract::
     images = read_idx(path, expect="images")                                    # idx
     files = find_files("mnist", data_dir)                                       # sources
     idx = batch_indices(key, ds.x_train.shape[0], 128)                          # batching
+    ds = load_file("mine.csv", label_column="label", dev_size=None, seed=0)     # tables
 
 One module per concern: ``idx`` reads and validates IDX files; ``sources`` finds or downloads a
 dataset's files; ``prepare`` splits, normalizes (training statistics only) and builds ``Dataset``;
-``batching`` draws permutations and batch rows on the device. Every failure to find or read data
+``batching`` draws permutations and batch rows on the device; ``tables`` reads a user's own ``.npz`` or
+``.csv`` file into a ``Dataset`` (``Dataset.from_arrays``). Every failure to find or read data
 raises ``DatasetError`` whose message names the file and the problem.
 """
 
@@ -18,11 +20,14 @@ from jaxmlp.data.idx import IMAGES_MAGIC, LABELS_MAGIC, NUM_CLASSES, DatasetErro
 from jaxmlp.data.prepare import (
     Dataset,
     Normalizer,
+    Standardizer,
     back_one_hot,
     fit_normalizer,
+    fit_standardizer,
     load_dataset,
     load_test_split,
     normalize,
+    normalizer_from_dict,
     one_hot,
     prepare,
     split_train_dev,
@@ -40,6 +45,7 @@ from jaxmlp.data.sources import (
     find_files,
     find_in,
 )
+from jaxmlp.data.tables import load_file
 
 __all__ = [
     "DATASETS",
@@ -51,6 +57,7 @@ __all__ = [
     "DatasetError",
     "DatasetSpec",
     "Normalizer",
+    "Standardizer",
     "back_one_hot",
     "batch_indices",
     "cache_dir",
@@ -61,9 +68,12 @@ __all__ = [
     "find_files",
     "find_in",
     "fit_normalizer",
+    "fit_standardizer",
     "load_dataset",
     "load_test_split",
     "normalize",
+    "normalizer_from_dict",
+    "load_file",
     "one_hot",
     "permutation",
     "prepare",

@@ -7,11 +7,14 @@ Contract::
     ds.y_train                                         # (50_000,) int32
     x = ds.normalizer(raw_images)                      # the training split's transform
     ds_small = subset(ds, 2000, 500, 500)
+    ds = Dataset.from_arrays(x, y, x_test, y_test, dev_size=None, seed=0)  # any features, any classes
 
 Normalization (``Normalizer``): pixels are scaled to [0, 1] and then standardized with ONE mean and
 ONE standard deviation computed over every pixel of the training split only (dev and test never leak
 in). A scalar, not per-pixel, statistic: MNIST's border pixels are always 0 and a per-pixel std would
 divide by zero. The two numbers are saved in every checkpoint so evaluation uses the same transform.
+A user's own features (``Dataset.from_arrays``) are on no common scale: ``Standardizer`` centres and
+scales each feature by its own training mean and standard deviation (a constant feature by 1).
 """
 
 from __future__ import annotations
@@ -34,6 +37,67 @@ class Normalizer(NamedTuple):
 
     def __call__(self, images) -> np.ndarray:
         return normalize(self, images)
+
+
+class Standardizer(NamedTuple):
+    """x_normalized = (x - mean) / std per feature, mean and std (tuples, one per feature) from the
+    training split; a feature constant on it has std 1 (it becomes 0, not NaN)."""
+
+    mean: tuple
+    std: tuple
+
+    def __call__(self, features) -> np.ndarray:
+        x = validate_features(features, "features")
+        if x.shape[1] != len(self.mean):
+            raise DatasetError(f"features: {x.shape[1]} columns, the model was trained on {len(self.mean)}")
+        return ((x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)).astype(np.float32)
+
+
+def fit_standardizer(train_features) -> Standardizer:
+    x = validate_features(train_features, "training features").astype(np.float64)
+    std = x.std(axis=0)
+    return Standardizer(tuple(x.mean(axis=0).tolist()), tuple(np.where(std > 0, std, 1.0).tolist()))
+
+
+def normalizer_from_dict(d: dict):
+    """The inverse of ``normalizer._asdict()`` as checkpoints store it: per-feature lists are a
+    ``Standardizer``, two numbers the pixel ``Normalizer``."""
+    if isinstance(d.get("mean"), list | tuple):
+        return Standardizer(tuple(d["mean"]), tuple(d["std"]))
+    return Normalizer(float(d["mean"]), float(d["std"]))
+
+
+def validate_features(features, what: str) -> np.ndarray:
+    """(n, ...) finite numbers → (n, features) float32; DatasetError naming ``what`` otherwise."""
+    x = np.asarray(features)
+    if x.ndim < 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise DatasetError(f"{what}: expected a non-empty (examples, features) array, got shape {x.shape}")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.iscomplexobj(x):
+        raise DatasetError(f"{what}: expected real numbers, got dtype {x.dtype}")
+    x = x.reshape(x.shape[0], -1).astype(np.float32)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row, col = map(int, np.argwhere(bad)[0])
+        raise DatasetError(
+            f"{what}: {int(bad.sum())} NaN or infinite values (the first at example {row}, feature {col})"
+        )
+    return x
+
+
+def validate_labels(labels, what: str, n: int, num_classes: int | None = None) -> np.ndarray:
+    """(n,) integer class labels (integer-valued floats accepted) in [0, num_classes) → int32."""
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.shape[0] != n:
+        raise DatasetError(f"{what}: expected {n} labels, one per example, got shape {y.shape}")
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise DatasetError(f"{what}: expected integer class labels, got dtype {y.dtype}")
+    if np.issubdtype(y.dtype, np.floating) and not (np.isfinite(y).all() and (y == np.round(y)).all()):
+        raise DatasetError(f"{what}: expected integer class labels 0, 1, …, found {float(y[y != np.round(y)][0]):g}")
+    if y.size and y.min() < 0:
+        raise DatasetError(f"{what}: class labels start at 0, found {int(y.min())}")
+    if num_classes is not None and y.size and y.max() >= num_classes:
+        raise DatasetError(f"{what}: label {int(y.max())} is outside 0..{num_classes - 1} ({num_classes} classes)")
+    return y.astype(np.int32)
 
 
 def validate_images(images, what: str = "images") -> np.ndarray:
@@ -103,8 +167,64 @@ class Dataset(NamedTuple):
     y_dev: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    normalizer: Normalizer
+    normalizer: Normalizer  # or a Standardizer (from_arrays)
     num_classes: int
+
+    @classmethod
+    def from_arrays(
+        cls,
+        x_train,
+        y_train,
+        x_test=None,
+        y_test=None,
+        *,
+        dev_size: int | None = None,
+        test_size: int | None = None,
+        num_classes: int | None = None,
+        seed: int = 0,
+        name: str = "arrays",
+    ) -> Dataset:
+        """A Dataset from your own (examples, features) numbers and integer labels 0..C−1.
+
+        ``dev_size`` examples (default: a tenth of the training set, at least 1; 0: no dev split) are
+        held out of train by a seeded shuffle (``split_train_dev``); without ``x_test`` a test split of
+        ``test_size`` (the same default) is held out first, from another seeded shuffle. Each feature is
+        standardized with the training split's statistics (``Standardizer``). ``num_classes``: default
+        the largest label + 1. DatasetError, one line, for: shapes that do not match, labels that are
+        not integers or lie outside 0..C−1, NaN/inf features, an empty split, a class with no training
+        example."""
+        x = validate_features(x_train, "training features")
+        y = validate_labels(y_train, "training labels", x.shape[0], num_classes)
+        if (x_test is None) != (y_test is None):
+            raise DatasetError("give x_test and y_test together, or neither (a test split is then held out)")
+        tenth = lambda n: max(1, n // 10)  # noqa: E731
+        if x_test is None:
+            test_size = tenth(x.shape[0]) if test_size is None else test_size
+            if not 0 < test_size < x.shape[0]:
+                raise DatasetError(f"test size {test_size} must be in [1, {x.shape[0] - 1}] for {x.shape[0]} examples")
+            x, y, xte, yte = split_train_dev(x, y, test_size, seed + 1)
+        else:
+            xte = validate_features(x_test, "test features")
+            yte = validate_labels(y_test, "test labels", xte.shape[0], num_classes)
+            if xte.shape[1] != x.shape[1]:
+                raise DatasetError(f"test features: {xte.shape[1]} columns, training has {x.shape[1]}")
+        if xte.shape[0] == 0:
+            raise DatasetError("the test split is empty: give test examples or test_size ≥ 1")
+        classes = int(max(y.max(), yte.max())) + 1 if num_classes is None else num_classes
+        if classes < 2:
+            raise DatasetError(f"a classifier needs at least 2 classes, the labels hold {classes}")
+        dev_size = tenth(x.shape[0]) if dev_size is None else dev_size
+        xtr, ytr, xdev, ydev = split_train_dev(x, y, dev_size, seed)
+        missing = sorted(set(range(classes)) - set(np.unique(ytr).tolist()))
+        if missing:
+            named = ", ".join(map(str, missing[:5])) + (", …" if len(missing) > 5 else "")
+            raise DatasetError(
+                f"class {named} has no training example: every class 0..{classes - 1} needs one (relabel the "
+                "classes as 0..C−1, or give more data)"
+            )
+        norm = fit_standardizer(xtr)
+        dev = norm(xdev) if xdev.shape[0] else np.zeros((0, xtr.shape[1]), np.float32)
+        return cls(name, norm(xtr), ytr, dev, ydev, norm(xte), yte, norm, classes)
 
 
 def prepare(
