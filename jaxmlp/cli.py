@@ -766,12 +766,21 @@ def cmd_gradcheck(args) -> int:
         config = _model_config(args, args.input_dim, args.classes)
         hyper = _hyper(argparse.Namespace(**{**vars(args), "learning_rate": 1.0}))
         where, extra = f"a random initialization, a random batch of {args.batch_size}", {}
+    from jaxmlp import memory
+
+    dtype = "float32" if args.float32 else "float64"
+    memory.check(  # before anything is allocated: a network that cannot fit is refused, not swapped to death
+        memory.gradcheck_bytes(config, args.batch_size, dtype),
+        memory.available_bytes(),
+        f"checking the gradients of {'-'.join(map(str, config.sizes))} in {dtype}",
+        "use narrower or fewer --hidden layers",
+    )
     report = jm.check_gradients(
         config,
         hyper,
         key=jax.random.PRNGKey(args.seed),
         batch_size=args.batch_size,
-        dtype="float32" if args.float32 else "float64",
+        dtype=dtype,
         fd_samples=None if args.float32 else args.fd_samples,
         **extra,
     )

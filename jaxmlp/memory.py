@@ -87,6 +87,19 @@ def state_bytes(tc: TrainConfig, hyper) -> int:
     return tree_bytes(jax.eval_shape(lambda key: init_state(key, tc, hyper), jax.random.PRNGKey(0)))
 
 
+GRADCHECK_COPIES = 4  # a gradient check holds the parameters, two gradients and autodiff's residuals
+
+
+def gradcheck_bytes(config, batch_size: int, dtype) -> int:
+    """A lower bound on what ``gradcheck.check_gradients`` allocates for ``config`` at ``dtype``: the
+    parameters ``GRADCHECK_COPIES`` times over and the batch's activations twice (forward, backward)."""
+    from jaxmlp.mlp import init
+
+    params = jax.eval_shape(lambda key: init(key, config), jax.random.PRNGKey(0))
+    elements = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))  # at any dtype, x64 or not
+    return (GRADCHECK_COPIES * elements + 2 * batch_size * sum(config.sizes)) * np.dtype(dtype).itemsize
+
+
 def gigabytes(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**27 else f"{n / 2**20:.0f} MiB"
 

@@ -314,6 +314,10 @@ def test_output_folder_mistakes(idx_dir, finished_run, tmp_path, capsys):
         (small_sweep("--halving", "3", "--epochs", "2"), "no rung before the end"),
         (small_sweep("--halving", "2", "--epochs", "2"), "successive halving compares members: give at least 2"),
         (["gradcheck", "--batch-size", "0"], "--batch-size and --fd-samples must be ≥ 1, got 0 and 64"),
+        (
+            ["gradcheck", "--hidden", "200000,200000"],
+            r"checking the gradients of 784-200000-200000-10 in float64 needs [\d.]+ GiB but cpu memory has",
+        ),
     ]:
         import re
 

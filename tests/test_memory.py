@@ -33,3 +33,19 @@ def test_fit_rule_and_message():
 def test_available_bytes_is_known_on_this_machine():
     have = memory.available_bytes()
     assert have is None or have > 0
+
+
+def test_gradcheck_bytes_counts_four_copies_of_the_parameters_and_two_of_the_activations():
+    """Against the count written out here: 784-300-100-10 has 784·300+300 + 300·100+100 + 100·10+10
+    parameters, 8 bytes each in float64, held 4 times; a batch of 16 keeps 16·(784+300+100+10)
+    activations twice."""
+    config = MLPConfig(sizes=(784, 300, 100, 10))
+    n_params = 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10
+    assert memory.gradcheck_bytes(config, 16, "float64") == 4 * 8 * n_params + 2 * 16 * 1194 * 8
+    assert memory.gradcheck_bytes(config, 16, "float32") * 2 == memory.gradcheck_bytes(config, 16, "float64")
+
+
+def test_the_headroom_is_a_tenth_of_the_free_memory():
+    memory.check(900, 1000, "x", "y")  # exactly the usable 90%
+    with pytest.raises(ValueError, match="x needs 0 MiB but .* memory has 0 MiB free; y"):
+        memory.check(901, 1000, "x", "y")
