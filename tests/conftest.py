@@ -15,6 +15,16 @@ def tiny(tmp_path_factory):
     return data.load_dataset("mnist", folder, dev_size=200, seed=0)
 
 
+@pytest.fixture(autouse=True)
+def _x64_restored():
+    """Every test leaves jax_enable_x64 as it found it, even one that calls ``main(["gradcheck", ...])``
+    (the command turns float64 on for its process): a leak makes later float32 tests fail far away."""
+    old = jax.config.jax_enable_x64
+    yield
+    if jax.config.jax_enable_x64 != old:
+        jax.config.update("jax_enable_x64", old)
+
+
 @pytest.fixture
 def x64():
     """float64 for this test only (jax_enable_x64 is global state: restore it afterwards)."""
