@@ -9,6 +9,8 @@ STAMP := $(VENV)/.jaxmlp-installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 TRAIN_ARGS ?=
 PYTEST_ARGS ?=
+# pytest-xdist processes: XLA compiles on one core, so two workers nearly halve `make test` on 2 cores
+TEST_WORKERS ?= 2
 
 .PHONY: train test test-all lint mutants data setup experiments bench clean
 
@@ -48,10 +50,10 @@ lint: $(STAMP)
 
 # Fast suite (slow tests deselected); `make test-all` runs everything.
 test: lint data
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 test-all: $(STAMP) data
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # Mutation testing (not part of `make test`): one-line bugs in the backward, optimizer, schedule, step
 # and data code, each run against the tests that should catch it (tests/mutants.py; ≈ 10 min).

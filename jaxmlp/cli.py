@@ -21,6 +21,7 @@ EXIT_DIVERGED = 3
 EXIT_GRADCHECK = 1
 EXIT_LOST_PROCESS = 4  # another process of a multi-process run died
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal's number, as shells report it
+FORCED_EXIT_SECONDS = 3.0  # a signal not answered by then (the main thread stuck in native code) ends the process
 
 
 class _HelpWithDefaults(argparse.HelpFormatter):
@@ -64,18 +65,98 @@ def _in_gc_callback(frame) -> bool:
     return False
 
 
-def _interrupts(received: list):
-    """A handler for SIGTERM and SIGINT that notes the signal in ``received`` and raises the interrupt —
-    except inside a garbage-collection callback, where the raise would be swallowed: there the note alone
-    stops ``fit`` at the end of the epoch (its ``stop``)."""
+class _Signals:
+    """The SIGINT/SIGTERM of one command: which arrived (``received``, in order) and whether one has been
+    answered (``answered``: an interrupt raised in the main thread, or ``fit``'s ``stop`` asked).
 
-    def handler(signum, frame):
+    ``handler`` notes the signal and raises the interrupt, once: a later signal finds the first one's
+    ending under way and is only noted. Inside a garbage-collection callback it does not raise (Python
+    would print and swallow the exception): ``watch`` sends the signal again a moment later.
+
+    ``watch(last_words)`` makes every signal end the process within ``grace`` seconds even while the main
+    thread sits in one long native call (an XLA computation or compile, a BLAS call, an allocation that
+    swaps) where Python's handler cannot run: the C-level handler writes the signal's number to a wakeup
+    pipe (``signal.set_wakeup_fd``) that a daemon thread reads; a signal not answered within ``grace``
+    seconds gets ``last_words(name)`` (one line) on stderr and exit code 128 + its number, through
+    ``os._exit`` (the interpreter's shutdown would wait for the native call). Returns a function that
+    ends the watch and restores the previous wakeup fd."""
+
+    def __init__(self, grace: float = FORCED_EXIT_SECONDS):
+        import threading
+
+        self.received, self.answered, self.grace = [], threading.Event(), grace
+
+    def handler(self, signum, frame):
         name = signal.Signals(signum).name
-        received.append(name)
-        if not _in_gc_callback(frame):
-            raise _Terminated() if name == "SIGTERM" else KeyboardInterrupt()
+        self.received.append(name)
+        if self.answered.is_set() or _in_gc_callback(frame):
+            return
+        self.answered.set()
+        raise _Terminated() if name == "SIGTERM" else KeyboardInterrupt()
 
-    return handler
+    def stop(self):
+        """``fit``'s ``stop``: the first signal's name once one arrived (and that answers it), else None."""
+        if not self.received:
+            return None
+        self.answered.set()
+        return self.received[0]
+
+    def watch(self, last_words):
+        import threading
+        import time
+
+        if threading.current_thread() is not threading.main_thread():  # no signals there to watch
+            return lambda: None
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+
+        def wait_for_an_answer(signum):
+            seen, deadline = len(self.received), time.monotonic() + self.grace
+            while not self.answered.is_set() and time.monotonic() < deadline:
+                time.sleep(0.1)
+                if len(self.received) > seen and not self.answered.is_set():  # noted in a gc callback
+                    seen = len(self.received)
+                    os.kill(os.getpid(), signum)  # again, to be raised outside the callback
+            if not self.answered.is_set():  # the main thread never got back to Python in time
+                name = signal.Signals(signum).name
+                print(last_words(name), file=sys.stderr, flush=True)
+                os._exit(EXIT_SIGNAL[name])
+
+        def run():
+            while True:
+                for signum in os.read(read_end, 64):
+                    if signum == 0:  # the command is over
+                        os.close(read_end)
+                        os.close(write_end)
+                        return
+                    if signum in (signal.SIGINT, signal.SIGTERM) and not self.answered.is_set():
+                        wait_for_an_answer(signum)
+
+        threading.Thread(target=run, name="jaxmlp-signals", daemon=True).start()
+
+        def end():
+            signal.set_wakeup_fd(previous)
+            os.write(write_end, b"\0")  # the thread closes both ends and returns
+
+        return end
+
+
+def _last_words(args, argv):
+    """The line of an ending forced by ``_Signals.watch``: what is on disk and how to go on."""
+
+    def words(name: str) -> str:
+        cut = f"jaxmlp: {name}: stopped inside a long computation (compiling or running on the device)"
+        out = getattr(args, "out", None)
+        if args.command == "train" and out is not None:
+            if (Path(out) / "checkpoint.npz").is_file():
+                resume = _resume_command(argv)
+                return f"{cut}; the checkpoint of the last finished epoch is in {out}; resume with: {resume}"
+            again = shlex.join([_program(), *(a for a in argv if a != "--resume")])
+            return f"{cut}; no epoch of this run had finished; start it again with: {again}"
+        return f"{cut}; nothing was written"
+
+    return words
 
 
 def _hidden(text: str) -> tuple:
@@ -577,7 +658,7 @@ def cmd_train(args, given=frozenset()) -> int:
         progress=not args.no_progress and say is print,
         log=say,
         data_parallel=args.data_parallel,
-        stop=lambda: next(iter(getattr(args, "received_signals", [])), None),
+        stop=args.signals.stop if hasattr(args, "signals") else None,
     )
     s = result.summary
     say(
@@ -842,11 +923,11 @@ def _parse(argv):
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parse(argv)
-    args.received_signals = []
-    handler = _interrupts(args.received_signals)
-    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, handler)}
+    args.signals = _Signals()
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, args.signals.handler)}
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # an ignored SIGINT stays ignored
-        previous[signal.SIGINT] = signal.signal(signal.SIGINT, handler)
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, args.signals.handler)
+    unwatch = args.signals.watch(_last_words(args, argv))
     try:
         return _run(args, argv)
     except KeyboardInterrupt as e:  # before the library was even imported
@@ -854,6 +935,7 @@ def main(argv=None) -> int:
         print(f"jaxmlp: {name}: interrupted", file=sys.stderr)
         return EXIT_SIGNAL[name]
     finally:
+        unwatch()
         for sig, old in previous.items():
             signal.signal(sig, old)
 

@@ -412,6 +412,53 @@ def test_an_interrupted_run_keeps_its_record_and_says_how_to_resume(idx_dir, tmp
     assert not list(out.glob("*.tmp"))
 
 
+def test_a_signal_ends_the_process_within_seconds_even_inside_one_long_native_call(tmp_path):
+    """The main thread stuck in one native call (here a 10000² BLAS product, tens of seconds on 2 cores;
+    a long XLA compile or a swapping allocation alike) cannot run Python's handler: the watcher thread
+    ends the process FORCED_EXIT_SECONDS after the signal, with one line and 143."""
+    from jaxmlp.cli import FORCED_EXIT_SECONDS
+
+    child = (
+        "import sys, numpy as np, jaxmlp.cli as c\n"
+        "def stuck(args):\n"
+        "    a = np.ones((10000, 10000), np.float32)\n"
+        "    print('ready', flush=True)\n"
+        "    (a @ a).sum()\n"
+        "    print('the product finished', flush=True)\n"
+        "    return 0\n"
+        "c.cmd_gradcheck = stuck\n"
+        "sys.argv = ['jaxmlp', 'gradcheck']\n"
+        "c.console()\n"
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-c", child], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    assert p.stdout.readline().strip() == "ready"
+    time.sleep(0.5)  # inside the product
+    sent = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    took = time.monotonic() - sent
+    assert p.returncode == 143, err
+    assert "finished" not in out  # ended inside the call, not after it
+    stuck = "jaxmlp: SIGTERM: stopped inside a long computation (compiling or running on the device)"
+    assert err.strip() == stuck + "; nothing was written", err
+    assert took < FORCED_EXIT_SECONDS + 5, took  # the margin: a loaded machine's scheduling, not the rule
+
+
+def test_the_last_words_of_a_forced_ending_say_what_is_on_disk(tmp_path):
+    from jaxmlp import cli
+
+    out = tmp_path / "run"
+    argv = ["train", "--out", str(out), "--epochs", "3"]
+    words = cli._last_words(cli._parse(argv), argv)
+    assert words("SIGINT").endswith(f"no epoch of this run had finished; start it again with: jaxmlp {' '.join(argv)}")
+    out.mkdir()
+    (out / "checkpoint.npz").write_bytes(b"")
+    assert words("SIGTERM").startswith("jaxmlp: SIGTERM: stopped inside a long computation")
+    assert words("SIGTERM").endswith(f"is in {out}; resume with: jaxmlp {' '.join(argv)} --resume")
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
@@ -443,8 +490,8 @@ def test_a_signal_inside_a_gc_callback_is_noted_not_raised():
 
     from jaxmlp import cli
 
-    received, raised = [], []
-    handler = cli._interrupts(received)
+    signals, raised = cli._Signals(), []
+    handler, received = signals.handler, signals.received
 
     def callback(phase, info):
         try:
@@ -457,9 +504,12 @@ def test_a_signal_inside_a_gc_callback_is_noted_not_raised():
         gc.collect()
     finally:
         gc.callbacks.remove(callback)
-    assert received and not raised
+    assert received and not raised and not signals.answered.is_set()
     with pytest.raises(KeyboardInterrupt):  # anywhere else it raises
         handler(signal.SIGINT, sys._getframe())
+    assert signals.answered.is_set()
+    handler(signal.SIGTERM, sys._getframe())  # once: a later signal finds the ending under way
+    assert received[-1] == "SIGTERM" and signals.stop() == "SIGINT"
 
 
 def _rendered_option_helps(parser):
