@@ -6,8 +6,10 @@ Contract::
     result = fit(ds, tc, hyper, out_dir="runs/x", resume=True)
     tc, hyper, params, bn_state, normalizer, meta = load_model("runs/x/checkpoint.npz")
 
-Each epoch is one compiled program (``step.epoch_program``, or ``parallel.data_parallel_epoch`` with
-``data_parallel=True``); after it, the dev set is evaluated with ``step.eval_params`` and the best
+Each epoch runs as segments of one compiled program (``step.segment_program``, ``step.segment_steps``
+steps each, about a second of work: an interrupt is answered between two, and the unfinished epoch is
+dropped), or as one program with ``data_parallel=True`` (``parallel.data_parallel_epoch``); after
+it, the dev set is evaluated with ``step.eval_params`` and the best
 parameters so far are kept. ``out_dir`` is checked before training (``OutputFolder.claim``) and, after
 every epoch, holds ``checkpoint.npz`` (the training state and the best parameters, with the
 configuration, ``Hyper``, normalizer and history in its metadata), ``metrics.csv`` and a partial
@@ -26,6 +28,7 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -39,7 +42,17 @@ from jaxmlp import checkpoint, memory, parallel, report, schedules
 from jaxmlp.data import Dataset, Normalizer, check_batch_size, normalizer_from_dict
 from jaxmlp.hyper import Hyper, validate
 from jaxmlp.mlp import init
-from jaxmlp.step import TrainConfig, TrainState, epoch_program, eval_params, evaluate, init_state, with_cosine_horizon
+from jaxmlp.step import (
+    TrainConfig,
+    TrainState,
+    epoch_order,
+    eval_params,
+    evaluate,
+    init_state,
+    segment_program,
+    segment_steps,
+    with_cosine_horizon,
+)
 
 
 class TrainingDiverged(RuntimeError):
@@ -344,10 +357,10 @@ def fit(
     ``data_parallel=True`` shards every batch over all devices, those of every process after
     ``parallel.initialize`` (``jaxmlp.parallel``); then only process 0 writes ``out_dir`` (a resumed run
     reads its checkpoint on every process: ``out_dir`` must be on a file system they share).
-    ``stop`` (optional): a callable asked after every epoch; when it returns a signal's name ("SIGINT",
-    "SIGTERM") the run stops as if that signal had interrupted it. The command line passes the signals it
-    received, so that one whose KeyboardInterrupt Python swallowed (raised while a garbage-collection
-    callback ran: "Exception ignored in …") still stops the run at the end of the epoch.
+    ``stop`` (optional): a callable asked after every epoch (and between its segments); when it returns a
+    signal's name ("SIGINT", "SIGTERM") the run stops as if that signal had interrupted it. The command
+    line passes the signals it received, so that one whose KeyboardInterrupt Python swallowed (raised
+    while a garbage-collection callback ran: "Exception ignored in …") still stops the run.
     Raises ``TrainingDiverged`` when the loss turns non-finite and ``RunInterrupted`` on a
     KeyboardInterrupt; in both cases the checkpoint of the last finished epoch and the outputs of every
     finished epoch (status ``"diverged"`` / ``"interrupted"``) stay on disk.
@@ -394,9 +407,15 @@ def fit(
             data_mesh = parallel.mesh("data")
             epoch_fn = parallel.data_parallel_epoch(tc, data_mesh)
             replicated = NamedSharding(data_mesh, P())
-        else:
-            epoch_fn = epoch_program(tc)
-        epoch_fn = epoch_fn.lower(ts_shape, hyper_arr, *data_shape).compile()
+            epoch_fn = epoch_fn.lower(ts_shape, hyper_arr, *data_shape).compile()
+            segment = None
+        else:  # the epoch in segments: an interrupt is answered within one (step.segment_steps)
+            segment = segment_steps(tc, steps_per_epoch)
+            idx_shape = jax.ShapeDtypeStruct((steps_per_epoch, tc.batch_size), jnp.int32)
+            start_shape = jax.ShapeDtypeStruct((), jnp.int32)
+            epoch_fn = segment_program(tc, segment)
+            epoch_fn = epoch_fn.lower(ts_shape, hyper_arr, *data_shape, idx_shape, start_shape).compile()
+            order_fn = jax.jit(partial(epoch_order, n=n_train, tc=tc)).lower(ts_shape.key).compile()
         compile_seconds = time.perf_counter() - t0
         memory.check(
             memory.program_bytes(epoch_fn) or 0,
@@ -460,11 +479,26 @@ def fit(
             if curves and history:
                 report.plot_curves(history, out / "curves.png")
 
+    def run_segments(ts):
+        """One epoch, segment by segment, waiting for each: a signal's handler runs (and ``stop`` is
+        asked) between two; an interrupted epoch is dropped whole (the checkpoint holds the last
+        finished one, so a resume replays it exactly)."""
+        idx, parts = order_fn(ts.key), []
+        for start in range(0, steps_per_epoch, segment):
+            ts, m = epoch_fn(ts, hyper_arr, x_train, y_train, idx, np.int32(start))
+            parts.append(jax.block_until_ready(m))
+            if stop is not None and start + segment < steps_per_epoch and (name := stop()):
+                raise _Stopped(name)  # (after the last segment it is asked once the epoch is saved)
+        return ts, {k: np.concatenate([np.asarray(p[k]) for p in parts])[:steps_per_epoch] for k in parts[0]}
+
     bar = report.progress(range(start_epoch, tc.epochs + 1), progress)
     try:
         for epoch in bar:
             t = time.perf_counter()
-            ts, metrics = epoch_fn(ts, hyper_arr, x_train, y_train)
+            if segment is None:
+                ts, metrics = epoch_fn(ts, hyper_arr, x_train, y_train)
+            else:
+                ts, metrics = run_segments(ts)
             losses = np.asarray(metrics["loss"])  # blocks until the epoch is done
             seconds = time.perf_counter() - t
             i = int(first_nonfinite(losses))

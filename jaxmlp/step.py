@@ -160,6 +160,60 @@ def _epoch(ts: TrainState, hyper: Hyper, x, y, tc: TrainConfig, idx, grad_fn):
     return ts._replace(key=key), metrics
 
 
+SEGMENT_FLOPS = 2e10  # about a second of a slow CPU: how much one segment of fit's epoch computes
+
+
+def segment_steps(tc: TrainConfig, num_batches: int) -> int:
+    """How many steps one segment of ``fit``'s epoch runs: about ``SEGMENT_FLOPS`` of work (a step of
+    batch b through layers d_i → d_{i+1} costs ≈ 6·b·Σ d_i·d_{i+1}: forward 2, backward 4), between 1
+    and the epoch's ``num_batches``. Between segments the host gets control back, so an interrupt is
+    answered within one segment rather than one epoch."""
+    sizes = tc.model.sizes
+    flops = 6 * tc.batch_size * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return max(1, min(num_batches, -(-int(SEGMENT_FLOPS) // max(flops, 1))))
+
+
+def epoch_order(key, n: int, tc: TrainConfig):
+    """The batch order of the epoch that starts with state key ``key``: (n // batch_size, batch_size)
+    rows, the same draw ``train_epoch`` makes."""
+    _, perm_key, _ = jax.random.split(key, 3)
+    return batch_indices(perm_key, n, tc.batch_size)
+
+
+def train_segment(ts: TrainState, hyper: Hyper, x, y, idx, start, *, tc: TrainConfig, length: int):
+    """Steps ``start`` … ``start + length − 1`` of the epoch whose batch order is ``idx`` (num_batches,
+    batch_size) from ``epoch_order(ts.key, …)``; steps past the epoch's end are skipped (``lax.cond``)
+    and give zero metrics. The state's key stays the epoch's until its last step, then moves on as in
+    ``train_epoch``: the segments of an epoch, run in order, are that epoch, step for step, with the
+    same dropout keys (``fold_in(base, i)`` with i the step's index in the epoch)."""
+    num_batches = idx.shape[0]
+    key, _, step_base = jax.random.split(ts.key, 3)
+    grad_fn = partial(loss_and_grads, config=tc.model)
+
+    def run(ts, i):
+        rows = jnp.take(idx, i, axis=0)
+        batch = (jnp.take(x, rows, axis=0), jnp.take(y, rows, axis=0))
+        return _step(ts, hyper, batch, tc, jax.random.fold_in(step_base, i), grad_fn)
+
+    def body(ts, i):
+        shapes = jax.eval_shape(run, ts, i)[1]
+        skip = lambda ts, i: (ts, jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))  # noqa: E731
+        return jax.lax.cond(i < num_batches, run, skip, ts, i)
+
+    ts, metrics = jax.lax.scan(body, ts, start + jnp.arange(length), unroll=tc.scan_unroll)
+    return ts._replace(key=jnp.where(start + length >= num_batches, key, ts.key)), metrics
+
+
+def segment_program(tc: TrainConfig, length: int, *, donate: bool = True):
+    """``train_segment`` jitted for ``tc`` and ``length`` as ``fit`` runs it:
+    ``segment(ts, hyper, x, y, idx, start) -> (ts, metrics)``; ``donate`` as in ``epoch_program``."""
+    return jax.jit(
+        partial(train_segment, tc=tc, length=length),
+        donate_argnums=0 if donate else (),
+        compiler_options=compiler.epoch_options(),
+    )
+
+
 def epoch_program(tc: TrainConfig, *, donate: bool = True):
     """``train_epoch`` jitted for ``tc`` with the library's compiler options (``compiler.
     epoch_options``), as ``fit`` runs it: ``epoch(ts, hyper, x, y) -> (ts, metrics)``. With

@@ -338,6 +338,28 @@ def test_stop_ends_the_run_after_the_epoch_it_answers_in(tiny, tmp_path):
     assert len(list(csv.DictReader(open(tmp_path / "metrics.csv")))) == 2
 
 
+def test_an_interrupt_inside_an_epoch_stops_within_one_segment(tiny, tmp_path, monkeypatch):
+    """Segments of one step (SEGMENT_FLOPS tiny): a stop asked for at the 3rd segment of epoch 2 ends
+    the run there, not at the end of the 16-step epoch; the checkpoint holds epoch 1, and a resume
+    replays epoch 2 exactly (its state equals an uninterrupted run's)."""
+    from jaxmlp import step
+
+    monkeypatch.setattr(step, "SEGMENT_FLOPS", 1)
+    asked = []
+
+    def stop():
+        asked.append(1)
+        return "SIGINT" if len(asked) == 16 + 3 else None  # 15 between epoch 1's steps, 1 after it
+
+    tc, hyper, quiet = small_tc(epochs=2), Hyper(dropout_rate=0.2), dict(progress=False, log=lambda s: None)
+    with pytest.raises(run.RunInterrupted) as e:
+        run.fit(tiny, tc, hyper, out_dir=tmp_path / "cut", stop=stop, **quiet)
+    assert e.value.epochs_done == 1 and len(asked) == 19
+    resumed = run.fit(tiny, tc, hyper, out_dir=tmp_path / "cut", resume=True, **quiet)
+    alone = run.fit(tiny, tc, hyper, out_dir=tmp_path / "alone", **quiet)
+    assert leaves_equal(resumed.state, alone.state)
+
+
 def test_a_run_without_dev_keeps_the_last_epoch_and_says_so(tiny, tmp_path):
     """No dev split: nothing to select by, so the kept model is the last epoch's (its test accuracy
     evaluated here from the final state, another path than fit's own `best`), the summary says so and

@@ -50,6 +50,38 @@ def test_epoch_scan_equals_python_loop_of_steps(tiny):
     assert np.array_equal(scanned.key, key) and int(scanned.step) == 16
 
 
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_segments_of_an_epoch_are_the_epoch(tiny, jit):
+    """16 steps in segments of 5 (the last one runs 1 step and skips 4): the same states, metrics and
+    next key as train_epoch. Tolerance 1e-5: two compiled programs may fuse float32 sums differently."""
+    tc = small_tc(model=MLPConfig(sizes=(16, 32, 10), batchnorm=True))
+    hyper = Hyper(dropout_rate=0.3, ema_decay=0.9).as_arrays()
+    ts0 = step.init_state(jax.random.PRNGKey(1), tc, hyper)
+    x, y = jnp.asarray(tiny.x_train), jnp.asarray(tiny.y_train)
+    whole, metrics = jax.jit(step.train_epoch, static_argnames="tc")(ts0, hyper, x, y, tc=tc)
+    idx = step.epoch_order(ts0.key, x.shape[0], tc)
+    segment = step.segment_program(tc, 5, donate=False) if jit else partial(step.train_segment, tc=tc, length=5)
+    ts, losses = ts0, []
+    for start in range(0, idx.shape[0], 5):
+        assert not np.array_equal(ts.key, whole.key)  # the epoch's key until its last step
+        ts, m = segment(ts, hyper, x, y, idx, jnp.int32(start))
+        losses.append(np.asarray(m["loss"]))
+    assert np.array_equal(np.concatenate(losses)[16:], np.zeros(4))  # the skipped steps
+    np.testing.assert_allclose(np.concatenate(losses)[:16], metrics["loss"], rtol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(ts[:4]), jax.tree_util.tree_leaves(whole[:4])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert np.array_equal(ts.key, whole.key) and int(ts.step) == 16
+
+
+def test_a_segment_is_about_a_second_of_work():
+    big = step.TrainConfig(model=MLPConfig(sizes=(784, 512, 512, 10)), batch_size=128)
+    flops = 6 * 128 * (784 * 512 + 512 * 512 + 512 * 10)
+    assert step.segment_steps(big, 468) == -(-int(step.SEGMENT_FLOPS) // flops) == 39
+    assert step.segment_steps(big, 10) == 10  # never past the epoch
+    huge = step.TrainConfig(model=MLPConfig(sizes=(784, 20000, 20000, 10)), batch_size=4096)
+    assert step.segment_steps(huge, 14) == 1  # never none
+
+
 @pytest.mark.parametrize(
     "kw, message",
     [
