@@ -411,11 +411,11 @@ def fit(
             segment = None
         else:  # the epoch in segments: an interrupt is answered within one (step.segment_steps)
             segment = segment_steps(tc, steps_per_epoch)
-            idx_shape = jax.ShapeDtypeStruct((steps_per_epoch, tc.batch_size), jnp.int32)
-            start_shape = jax.ShapeDtypeStruct((), jnp.int32)
+            order_fn = jax.jit(partial(epoch_order, n=n_train, tc=tc))
+            idx_shape, start_shape = jax.eval_shape(order_fn, ts_shape.key), jax.ShapeDtypeStruct((), jnp.int32)
+            order_fn = order_fn.lower(ts_shape.key).compile()
             epoch_fn = segment_program(tc, segment)
             epoch_fn = epoch_fn.lower(ts_shape, hyper_arr, *data_shape, idx_shape, start_shape).compile()
-            order_fn = jax.jit(partial(epoch_order, n=n_train, tc=tc)).lower(ts_shape.key).compile()
         compile_seconds = time.perf_counter() - t0
         memory.check(
             memory.program_bytes(epoch_fn) or 0,
