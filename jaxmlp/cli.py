@@ -152,8 +152,7 @@ def _last_words(args, argv):
             if (Path(out) / "checkpoint.npz").is_file():
                 resume = _resume_command(argv)
                 return f"{cut}; the checkpoint of the last finished epoch is in {out}; resume with: {resume}"
-            again = shlex.join([_program(), *(a for a in argv if a != "--resume")])
-            return f"{cut}; no epoch of this run had finished; start it again with: {again}"
+            return f"{cut}; no epoch of this run had finished; start it again with: {_again_command(argv)}"
         return f"{cut}; nothing was written"
 
     return words
@@ -900,6 +899,11 @@ def _program() -> str:
     return sys.argv[0] if Path(sys.argv[0]).name == "jaxmlp" else "jaxmlp"
 
 
+def _again_command(argv) -> str:
+    """The command that starts the run of ``argv`` anew (without ``--resume``)."""
+    return shlex.join([_program(), *(a for a in argv if a != "--resume")])
+
+
 def _resume_command(argv) -> str:
     """The command that continues an interrupted ``jaxmlp train …``: the same options plus --resume."""
     args = [a for a in argv if a != "--overwrite"]
@@ -964,10 +968,9 @@ def _run(args, argv) -> int:
                 file=sys.stderr,
             )
         else:
-            again = shlex.join([_program(), *(a for a in argv if a != "--resume")])
             print(
                 f"jaxmlp: {e.signal_name}: stopped before the first epoch finished; nothing of this run was "
-                f"written; start it again with: {again}",
+                f"written; start it again with: {_again_command(argv)}",
                 file=sys.stderr,
             )
         return EXIT_SIGNAL[e.signal_name]

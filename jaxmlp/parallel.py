@@ -38,7 +38,6 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxmlp import compiler, step
-from jaxmlp.data.batching import batch_indices
 from jaxmlp.mlp import loss_and_grads
 
 HEARTBEAT_TIMEOUT = 30  # seconds without a heartbeat after which JAX's coordinator declares a process dead
@@ -121,8 +120,7 @@ def data_parallel_epoch(tc: step.TrainConfig, data_mesh: Mesh):
     grad_fn = partial(loss_and_grads, config=tc.model)
 
     def epoch(ts, hyper, x, y):
-        _, perm_key, _ = jax.random.split(ts.key, 3)  # the same split train_epoch makes
-        idx = batch_indices(perm_key, x.shape[0], tc.batch_size)
+        idx = step.epoch_order(ts.key, x.shape[0], tc)  # the order train_epoch draws
         idx = jax.lax.with_sharding_constraint(idx, by_batch)  # (num_batches, batch/n per device)
         return step._epoch(ts, hyper, x, y, tc, idx, grad_fn)
 

@@ -143,17 +143,29 @@ def train_epoch(ts: TrainState, hyper: Hyper, x, y, *, tc: TrainConfig):
     return _epoch(ts, hyper, x, y, tc, None, partial(loss_and_grads, config=tc.model))
 
 
+def epoch_order(key, n: int, tc: TrainConfig):
+    """The batch order of the epoch that starts with state key ``key``: (n // batch_size, batch_size)
+    rows, the draw ``train_epoch`` makes."""
+    _, perm_key, _ = jax.random.split(key, 3)
+    return batch_indices(perm_key, n, tc.batch_size)
+
+
+def _step_on_rows(ts: TrainState, hyper: Hyper, x, y, rows, tc: TrainConfig, key, grad_fn):
+    """``_step`` on the batch of training rows ``rows`` (batch_size,), gathered on the device."""
+    batch = (jnp.take(x, rows, axis=0), jnp.take(y, rows, axis=0))
+    return _step(ts, hyper, batch, tc, key, grad_fn)
+
+
 def _epoch(ts: TrainState, hyper: Hyper, x, y, tc: TrainConfig, idx, grad_fn):
     """``train_epoch`` with the gradient function of ``_step`` and, when ``idx`` (num_batches,
     batch_size) is given, that batch order instead of the state's own draw."""
-    key, perm_key, step_base = jax.random.split(ts.key, 3)
+    key, _, step_base = jax.random.split(ts.key, 3)
     if idx is None:
-        idx = batch_indices(perm_key, x.shape[0], tc.batch_size)  # (num_batches, batch_size)
+        idx = epoch_order(ts.key, x.shape[0], tc)  # (num_batches, batch_size)
 
     def body(ts, inp):
         i, rows = inp
-        batch = (jnp.take(x, rows, axis=0), jnp.take(y, rows, axis=0))
-        return _step(ts, hyper, batch, tc, jax.random.fold_in(step_base, i), grad_fn)
+        return _step_on_rows(ts, hyper, x, y, rows, tc, jax.random.fold_in(step_base, i), grad_fn)
 
     steps = jnp.arange(idx.shape[0])
     ts, metrics = jax.lax.scan(body, ts, (steps, idx), unroll=tc.scan_unroll)
@@ -173,13 +185,6 @@ def segment_steps(tc: TrainConfig, num_batches: int) -> int:
     return max(1, min(num_batches, -(-int(SEGMENT_FLOPS) // max(flops, 1))))
 
 
-def epoch_order(key, n: int, tc: TrainConfig):
-    """The batch order of the epoch that starts with state key ``key``: (n // batch_size, batch_size)
-    rows, the same draw ``train_epoch`` makes."""
-    _, perm_key, _ = jax.random.split(key, 3)
-    return batch_indices(perm_key, n, tc.batch_size)
-
-
 def train_segment(ts: TrainState, hyper: Hyper, x, y, idx, start, *, tc: TrainConfig, length: int):
     """Steps ``start`` … ``start + length − 1`` of the epoch whose batch order is ``idx`` (num_batches,
     batch_size) from ``epoch_order(ts.key, …)``; steps past the epoch's end are skipped (``lax.cond``)
@@ -192,8 +197,7 @@ def train_segment(ts: TrainState, hyper: Hyper, x, y, idx, start, *, tc: TrainCo
 
     def run(ts, i):
         rows = jnp.take(idx, i, axis=0)
-        batch = (jnp.take(x, rows, axis=0), jnp.take(y, rows, axis=0))
-        return _step(ts, hyper, batch, tc, jax.random.fold_in(step_base, i), grad_fn)
+        return _step_on_rows(ts, hyper, x, y, rows, tc, jax.random.fold_in(step_base, i), grad_fn)
 
     def body(ts, i):
         shapes = jax.eval_shape(run, ts, i)[1]
