@@ -22,7 +22,7 @@ def test_read_idx_gz_and_raw_agree(tmp_path):
 @pytest.mark.parametrize(
     "content, expect, message",
     [
-        (gzip.compress(idx_bytes(np.zeros((5, 2, 2))))[:-12], "images", "corrupt or truncated gzip"),
+        (gzip.compress(idx_bytes(np.zeros((5, 2, 2))), mtime=0)[:-12], "images", "corrupt or truncated gzip"),
         (idx_bytes(np.zeros((5, 2, 2)))[:-3], "images", "truncated: header says 20 bytes of data, found 17"),
         (idx_bytes(np.zeros((5, 2, 2))) + b"xx", "images", "trailing bytes"),
         (idx_bytes(np.zeros((5, 2, 2)), magic=2049), "images", "wrong magic number 2049"),
@@ -31,6 +31,7 @@ def test_read_idx_gz_and_raw_agree(tmp_path):
         (b"\x00\x00", "labels", "too short"),
         (idx_bytes(np.zeros((5, 2, 2)))[:10], "images", "header truncated"),
     ],
+    ids=lambda v: v if isinstance(v, str) else "file",  # named by their messages: the same on every xdist worker
 )
 def test_read_idx_errors_name_file_and_problem(tmp_path, content, expect, message):
     path = tmp_path / "bad-file"
