@@ -64,7 +64,7 @@ from jaxmlp.step import (
     train_epoch,
     train_step,
 )
-from jaxmlp.sweep import Member, SweepResult, grid, parse_axis, random_sample, run_sweep
+from jaxmlp.sweep import Member, SweepInterrupted, SweepResult, grid, parse_axis, random_sample, run_sweep
 
 __all__ = [
     # model
@@ -121,6 +121,7 @@ __all__ = [
     "parse_axis",
     "run_sweep",
     "SweepResult",
+    "SweepInterrupted",
     # data
     "data",
     "load_data_file",

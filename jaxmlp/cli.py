@@ -153,6 +153,8 @@ def _last_words(args, argv):
                 resume = _resume_command(argv)
                 return f"{cut}; the checkpoint of the last finished epoch is in {out}; resume with: {resume}"
             return f"{cut}; no epoch of this run had finished; start it again with: {_again_command(argv)}"
+        if args.command == "sweep" and out is not None and _sweep_kept(out):
+            return f"{cut}; {_sweep_kept(out)}; resume the rest with: {_resume_command(argv)}"
         return f"{cut}; nothing was written"
 
     return words
@@ -227,6 +229,8 @@ def _ema_schedule_option(g) -> None:
 
 
 def _process_options(g) -> None:
+    from jaxmlp.parallel import PEER_TIMEOUT
+
     g.add_argument(
         "--coordinator",
         default=None,
@@ -248,22 +252,162 @@ def _process_options(g) -> None:
         metavar="I",
         help="this process, 0 … N-1 (default: with --coordinator, required)",
     )
+    g.add_argument(
+        "--peer-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="several processes: how long a process waits for the others to join, and for a peer that stopped "
+        f"answering, before it stops with exit 4 (default {PEER_TIMEOUT:g})",
+    )
 
 
 def _join_processes(args, enabled: bool = True):
     """``jm.parallel.initialize`` from the process options (before anything touches JAX); returns the
-    ``print`` of this process: process 0 speaks, the others are quiet."""
+    ``print`` of this process: process 0 speaks, the others are quiet. Several processes: a peer lost
+    or hung ends this one with one line (``_lost_words``) and exit 4; native libraries' chatter on
+    stdout and stderr is filtered (``_filter_native_output``)."""
     import jax
 
     import jaxmlp as jm
 
     given = [args.coordinator, args.num_processes, args.process_id]
     if not enabled:
-        if any(v is not None for v in given):
-            raise ValueError("--coordinator, --num-processes and --process-id need --data-parallel")
+        if any(v is not None for v in given) or args.peer_timeout is not None:
+            raise ValueError("--coordinator, --num-processes, --process-id and --peer-timeout need --data-parallel")
         return print
-    jm.parallel.initialize(*given)
+    timeout = jm.parallel.PEER_TIMEOUT if args.peer_timeout is None else args.peer_timeout
+    words = _lost_words(args, args.argv)
+
+    def on_lost(message):
+        _tell_filter("said")
+        jm.parallel.leave(f"{message}; {words()}")
+
+    try:
+        jm.parallel.check_processes(*given, timeout)  # mistakes first: before the filter takes the terminal
+        args.peer_timeout = timeout
+        if args.coordinator is not None:  # before the first collective: gloo speaks at its first connection
+            _filter_native_output(args.process_id, args.num_processes, timeout)
+        jm.parallel.initialize(*given, peer_timeout=timeout, on_lost=on_lost)
+    except ValueError as e:  # the library names its parameters; here they are options
+        raise ValueError(
+            str(e)
+            .replace("coordinator,", "--coordinator,")
+            .replace("num_processes", "--num-processes")
+            .replace("process_id", "--process-id")
+            .replace("coordinator takes", "--coordinator takes")
+            .replace("peer_timeout", "--peer-timeout")
+        ) from None
+    _tell_filter("joined")
     return print if jax.process_index() == 0 else (lambda *a, **k: None)
+
+
+_NATIVE_FILTER = r"""
+import re, sys
+pid, n, timeout = sys.argv[1:4]
+absl = re.compile(r"^[IWE]\d{4} \d\d:\d\d:\d\d")
+ours = ("jaxmlp", "Traceback", "Fatal Python error", "Segmentation fault")
+chatter = aborted = said = joined = False
+for line in sys.stdin:
+    if line == "\0jaxmlp: joined\n":
+        joined = True
+    elif line == "\0jaxmlp: said\n":
+        said = True  # the process said its ending itself
+    elif aborted:
+        pass  # the stack trace of JAX's abort
+    elif "Terminating process because the JAX distributed service" in line:
+        aborted = True
+    elif line.startswith("[Gloo]") or absl.match(line):
+        chatter = True
+    elif not (chatter and (not line.strip() or not line.startswith(ours))):  # else: a native record goes on
+        chatter = False
+        sys.stdout.write(line)
+        sys.stdout.flush()
+if aborted and not said:  # JAX's client aborted the process (exit 134): what that means, in one line
+    why = (
+        "process 0, which hosts the run's coordination service, is gone; what process 0 wrote before it went "
+        "is kept" if joined else f"the other processes did not join within about {timeout} s; start every "
+        "process with the same --coordinator and --num-processes"
+    )
+    sys.stdout.write(f"jaxmlp: error: process {pid} of {n}: {why} (JAX ended this process: exit 134)\n")
+"""
+
+
+def _tell_filter(what: str) -> None:
+    """A word to the native-output filter, if one runs (``joined``, ``said``): it never reaches the user."""
+    if getattr(sys.stderr, "jaxmlp_filtered", False):
+        os.write(2, f"\0jaxmlp: {what}\n".encode())
+
+
+def _filter_native_output(process_id, num_processes, peer_timeout) -> None:
+    """Several processes: what native code writes to file descriptors 1 and 2 (gloo's "[Gloo] Rank 0 is
+    connected…" on stdout, JAX's coordination-service log records on stderr) goes through a small filter
+    process that drops that chatter, passes anything else on to stderr, and turns JAX's abort when
+    process 0 is gone into one line. Python's own stdout and stderr (every line of jaxmlp, tracebacks)
+    are copies of the original descriptors and are not filtered."""
+    import subprocess
+
+    out, err = os.dup(1), os.dup(2)
+    filt = subprocess.Popen(
+        [sys.executable, "-S", "-c", _NATIVE_FILTER, str(process_id), str(num_processes), f"{peer_timeout:g}"],
+        stdin=subprocess.PIPE,
+        stdout=err,
+        stderr=err,
+        close_fds=True,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    text = {"buffering": 1, "encoding": "utf-8", "errors": "backslashreplace", "closefd": False}
+    sys.stdout, sys.stderr = open(out, "w", **text), open(err, "w", **text)
+    sys.stderr.jaxmlp_filtered = True
+    os.dup2(filt.stdin.fileno(), 1)
+    os.dup2(filt.stdin.fileno(), 2)
+    filt.stdin.close()  # fds 1 and 2 are the pipe's only writing ends: the filter ends when this process does
+
+
+def _sweep_kept(out) -> str | None:
+    """What an unfinished plain sweep in ``out`` has on disk, in words; None if nothing."""
+    import jaxmlp as jm
+
+    try:
+        kept = jm.sweep.sweep_progress(out)
+    except ValueError:
+        kept = None
+    if not kept:
+        return None
+    return (
+        f"the results of {len(kept['done'])} of {kept['members']} members (results.csv, best_checkpoint.npz) are "
+        f"in {out}"
+    )
+
+
+def _lost_words(args, argv):
+    """What is on disk when another process of the run is gone, and how to go on (as a function: the
+    answer changes while the run goes)."""
+
+    def words() -> str:
+        out = getattr(args, "out", None)
+        if args.command == "train" and out is not None:
+            if (Path(out) / "checkpoint.npz").is_file():
+                return (
+                    f"the checkpoint and outputs of the last finished epoch are in {out} (process 0 writes); "
+                    f"resume every process, each with its own --process-id: {_resume_command(argv)}"
+                )
+            return (
+                "no epoch of this run had finished; start every process again, each with its own --process-id: "
+                f"{_again_command(argv)}"
+            )
+        if args.command == "sweep" and out is not None:
+            kept = _sweep_kept(out)
+            if kept:
+                return f"{kept}; resume the rest, every process with its own --process-id: {_resume_command(argv)}"
+            return (
+                "no chunk of the sweep had finished; start every process again, each with its own --process-id: "
+                f"{_again_command(argv)}"
+            )
+        return "nothing was written"
+
+    return words
 
 
 def _model_config(args, d_in: int, d_out: int, hidden=None):
@@ -546,6 +690,12 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--seed", type=int, default=0, help="data split and shared data order (default 0)")
     _process_options(w)
     w.add_argument("--out", default="runs/sweep", help="output folder (default runs/sweep)")
+    w.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the plain sweep in --out that was interrupted or lost a process, with the same options: "
+        "its finished chunks are kept, the rest trained",
+    )
     w.add_argument("--overwrite", action="store_true", help="replace the sweep saved in --out (default: refuse)")
 
     g = sub.add_parser("gradcheck", help="hand-derived gradients vs jax.grad and finite differences")
@@ -744,8 +894,8 @@ def _checked_by_process_0(check) -> None:
         except (ValueError, OSError) as e:
             error = e
     refused = jm.parallel.agree(int(error is not None))
-    if refused and jax.distributed.is_initialized():
-        jax.distributed.shutdown()  # together, so that no process outlives the coordinator it needs
+    if refused:
+        jm.parallel.finish()  # together, process 0 last: no process outlives the coordinator it needs
     if refused and error is None:
         raise ValueError(f"process {jax.process_index()}: process 0 refused to start the run (its line says why)")
     if error is not None:
@@ -785,8 +935,16 @@ def cmd_sweep(args) -> int:
     else:
         members = jm.grid(base, {n: axes[n] for n in swept}, seeds=args.seeds, hidden=hidden)
     jm.search.check(len(members), args.epochs, args.halving, args.pbt, swept)  # nothing above touches JAX
+    if args.resume and (args.halving or args.pbt):
+        raise ValueError("--resume continues a plain sweep; a search (--halving, --pbt) keeps nothing until it ends")
     say = _join_processes(args)
-    _checked_by_process_0(lambda: OutputFolder.check_free(args.out, resume=False, overwrite=args.overwrite))
+
+    def free():
+        OutputFolder.check_free(args.out, resume=args.resume, overwrite=args.overwrite)
+        if args.resume and jm.sweep.sweep_progress(args.out) is None:
+            raise ValueError(f"{args.out} holds no unfinished sweep to resume: it finished, or none started there")
+
+    _checked_by_process_0(free)
     ds = _load_data(args)
     tc = _train_config(args, _model_config(args, ds.x_train.shape[1], ds.num_classes, hidden=hidden[0]))
     say(
@@ -803,6 +961,7 @@ def cmd_sweep(args) -> int:
         halving=args.halving,
         pbt=args.pbt,
         overwrite=args.overwrite,
+        resume=args.resume,
         data_seed=args.seed,
         axes=swept,
         out_dir=args.out,
@@ -927,7 +1086,7 @@ def _parse(argv):
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parse(argv)
-    args.signals = _Signals()
+    args.signals, args.argv = _Signals(), argv
     previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, args.signals.handler)}
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # an ignored SIGINT stays ignored
         previous[signal.SIGINT] = signal.signal(signal.SIGINT, args.signals.handler)
@@ -947,19 +1106,20 @@ def main(argv=None) -> int:
 def _run(args, argv) -> int:
     import jax
 
-    from jaxmlp import CheckpointError, DatasetError, RunInterrupted, TrainingDiverged
-    from jaxmlp.parallel import lost_contact
+    import jaxmlp as jm
+    from jaxmlp import CheckpointError, DatasetError, RunInterrupted, SweepInterrupted, TrainingDiverged
 
     try:
         if args.command == "train":
-            return cmd_train(args, _given(argv))
-        return {"evaluate": cmd_evaluate, "gradcheck": cmd_gradcheck, "sweep": cmd_sweep}[args.command](args)
+            code = cmd_train(args, _given(argv))
+        else:
+            code = {"evaluate": cmd_evaluate, "gradcheck": cmd_gradcheck, "sweep": cmd_sweep}[args.command](args)
+        if code == 0:  # several processes: leave together (process 0, hosting the service, last)
+            jm.parallel.finish(getattr(args, "peer_timeout", None) or jm.parallel.PEER_TIMEOUT)
+        return code
     except TrainingDiverged as e:
         print(f"jaxmlp: error: {e}", file=sys.stderr)
         return EXIT_DIVERGED
-    except (DatasetError, CheckpointError, ValueError, OSError) as e:
-        print(f"jaxmlp: error: {e}", file=sys.stderr)
-        return EXIT_ERROR
     except RunInterrupted as e:
         if e.resumable:
             print(
@@ -974,15 +1134,34 @@ def _run(args, argv) -> int:
                 file=sys.stderr,
             )
         return EXIT_SIGNAL[e.signal_name]
-    except (jax.errors.JaxRuntimeError, MemoryError) as e:
+    except SweepInterrupted as e:
+        if e.resumable:
+            print(
+                f"jaxmlp: {e.signal_name}: stopped after {e.members_done} of {e.members} members; their results "
+                f"(results.csv, best_checkpoint.npz) are in {e.out_dir}; resume the rest with: {_resume_command(argv)}",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"jaxmlp: {e.signal_name}: stopped before the first chunk of members finished; nothing of this sweep "
+                f"was written; start it again with: {_again_command(argv)}",
+                file=sys.stderr,
+            )
+        return EXIT_SIGNAL[e.signal_name]
+    except (DatasetError, CheckpointError, ValueError, OSError, RuntimeError, MemoryError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if lost_contact(e) and not _out_of_memory(e):
+        if jm.parallel.lost_contact(e) and not _out_of_memory(e):
+            jm.parallel.stop_watching()  # this line is the one ending said
+            _tell_filter("said")
             print(
                 f"jaxmlp: error: process {jax.process_index()} of {jax.process_count()}: another process of this "
-                f"run is gone ({first}); stopping (what process 0 wrote up to the last finished epoch is kept)",
+                f"run is gone ({first}); {_lost_words(args, argv)()}",
                 file=sys.stderr,
             )
             return EXIT_LOST_PROCESS
+        if isinstance(e, (DatasetError, CheckpointError, ValueError, OSError)):
+            print(f"jaxmlp: error: {e}", file=sys.stderr)
+            return EXIT_ERROR
         if not _out_of_memory(e):
             raise
         print(
@@ -1000,6 +1179,7 @@ def console() -> None:
     fails leaves at once too: ``jax.distributed``'s shutdown at exit would wait for the others (which
     then see it gone and stop with one line of their own)."""
     code = main()
+    _tell_filter("said")  # whatever the ending, this process has said it
     several = "jax" in sys.modules and sys.modules["jax"].distributed.is_initialized()
     if code in EXIT_SIGNAL.values() or (code != 0 and several):
         sys.stdout.flush()

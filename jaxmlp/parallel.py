@@ -21,15 +21,29 @@ coordination service; on CPU the cross-process collectives are gloo). ``jax.devi
 every process's devices, the meshes above span them all, and the same programs run unchanged: every
 process runs the same code on the same data (each loads it itself), XLA's collectives exchange what the
 shardings say. ``to_host`` gathers member-sharded results onto every process; only process 0 writes
-files (``jaxmlp.run`` / ``jaxmlp.sweep``). When a process dies, the others' next collective fails
-(gloo: the connection is closed) with a ``jax.errors.JaxRuntimeError``, which ``lost_contact``
-recognizes; the command line turns it into one line and an immediate exit (code 4). Two cases stay
-JAX's own: when process 0, which hosts the coordination service, dies, the survivors' JAX client may
-abort them first (exit 134, JAX's multi-line log; the client's callback for this cannot be set from
-Python in JAX 0.10); a process that hangs without dying is declared dead by the coordinator after
-``HEARTBEAT_TIMEOUT`` seconds, with the same abort.
+files (``jaxmlp.run`` / ``jaxmlp.sweep``).
+
+Endings. The processes join in JAX's recoverable mode (``jax_enable_recoverability``), so that a process
+that is gone no longer makes JAX abort the others (its default: a C++ fatal error, exit 134). A death
+shows at the survivors' next collective (gloo: "Connection closed by peer", a ``JaxRuntimeError`` that
+``lost_contact`` recognizes). A peer that hangs, or dies while the others wait outside a collective, is
+found by a watcher thread that asks the coordination service which processes are alive
+(``get_live_nodes``, the call under ``multihost_utils.live_devices``): a process without a heartbeat
+for ``heartbeat_seconds(peer_timeout)`` seconds is not, and the watcher calls ``on_lost`` with one
+line. Joining is bounded the same way: processes that do not all join within ``peer_timeout`` seconds
+call ``on_lost``. ``finish``
+ends the run together: each process says it is done (a key in the service's store, so that no one takes
+a finished peer for a lost one), process 0 (which hosts the service) waits for the others' word before it
+leaves. One case stays JAX's own: when process 0 itself dies, the others' JAX client aborts them at once
+(exit 134); ``jaxmlp.cli`` turns its log into one line.
 """
 
+import json
+import math
+import os
+import sys
+import threading
+import time
 from functools import partial
 
 import jax
@@ -40,45 +54,205 @@ from jax.sharding import PartitionSpec as P
 from jaxmlp import compiler, step
 from jaxmlp.mlp import loss_and_grads
 
-HEARTBEAT_TIMEOUT = 30  # seconds without a heartbeat after which JAX's coordinator declares a process dead
+PEER_TIMEOUT = 30  # seconds: a process without a heartbeat this long is gone; also the bound on joining
+EXIT_LOST = 4  # the exit code of a process that left because another process of its run is gone
+_FINISHED = "jaxmlp/finished/"  # + process id: the key a process sets when its part of the run is done
 
 
-def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None) -> int:
+def leave(message: str) -> None:
+    """The default ``on_lost``: the ``when_leaving`` writes, ``message`` as one line on stderr, then exit
+    ``EXIT_LOST`` at once (the main thread may be blocked in a collective that will never complete)."""
+    for last in list(_watch.last_writes):
+        try:
+            last()
+        except Exception:  # the ending is said whatever a last write met
+            pass
+    pid, n = _watch.who  # not jax.process_index(): while joining, asking JAX would start its backend
+    sys.stderr.write(f"jaxmlp: error: process {pid} of {n}: {message}\n")
+    sys.stderr.flush()
+    os._exit(EXIT_LOST)
+
+
+class _Watch:
+    """The state of this process's run of several processes: the watcher thread and how it ends."""
+
+    def __init__(self):
+        self.done = threading.Event()  # set by finish: the thread stops, peers that leave are not lost
+        self.thread = None
+        self.said = threading.Lock()  # one ending is reported, by whichever thread gets there first
+        self.who = (0, 1)  # (process id, number of processes), known before JAX's backend is
+        self.last_writes = []  # when_leaving's functions
+
+    def lost(self, on_lost, message):
+        if not self.done.is_set() and self.said.acquire(blocking=False):
+            on_lost(message)
+
+
+_watch = _Watch()
+
+
+def _client():
+    from jax._src import distributed  # the client JAX's own live_devices uses (multihost_utils)
+
+    return distributed.global_state.client
+
+
+def _finished(client, pid: int) -> bool:
+    try:
+        return client.key_value_try_get(f"{_FINISHED}{pid}") is not None
+    except Exception:  # NOT_FOUND
+        return False
+
+
+def heartbeat_seconds(peer_timeout: float) -> int:
+    """JAX's heartbeat timeout for ``peer_timeout``: a little longer, so that a join that does not
+    happen is said by ``initialize``'s timer before JAX's own abort (the heartbeat of a process that
+    never registered times out too)."""
+    return int(math.ceil(peer_timeout)) + 5
+
+
+def _watch_peers(n: int, heartbeat: int, on_lost) -> None:
+    """Loop of the watcher thread: every second, the processes the coordination service still counts
+    alive (a call every live process's watcher makes, so it also waits for a peer that hangs, until
+    its heartbeat is ``heartbeat`` seconds late)."""
+    client = _client()
+    everyone = list(range(n))
+    while not _watch.done.is_set():
+        try:
+            alive = client.get_live_nodes(everyone)
+        except Exception as e:  # the service is gone: process 0 died (JAX's client usually aborts first)
+            _watch.lost(on_lost, f"the run's coordination service (process 0) is gone ({str(e).splitlines()[0]})")
+            return
+        gone = [p for p in everyone if p not in alive and not _finished(client, p)]
+        if gone and not _watch.done.is_set():
+            names = ", ".join(map(str, gone))
+            _watch.lost(
+                on_lost,
+                f"process {names} stopped answering (no heartbeat for {heartbeat} s); stopping",
+            )
+            return
+        _watch.done.wait(1.0)
+
+
+def initialize(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    peer_timeout: float = PEER_TIMEOUT,
+    on_lost=None,
+) -> int:
     """Join the processes of one run with ``jax.distributed.initialize``, before anything else touches
     JAX; returns the number of processes. With ``coordinator`` ("HOST:PORT" of process 0, reachable by
     all), ``num_processes`` and ``process_id`` as given; without them, JAX's own cluster
     auto-detection (SLURM, Open MPI, Kubernetes, Cloud TPU, …) when it finds a cluster, and one
-    process (nothing initialized) when it does not. ValueError (one line) for a wrong combination."""
-    given = (coordinator, num_processes, process_id)
-    if any(v is not None for v in given) and any(v is None for v in given):
-        raise ValueError("--coordinator, --num-processes and --process-id go together: give all three, or none")
+    process (nothing initialized) when it does not. ValueError (one line) for a wrong combination.
+
+    ``peer_timeout`` (seconds) bounds every wait on another process: joining, and a peer gone or hung
+    (see the module contract); then ``on_lost(message)`` is called from a watcher thread, once
+    (default ``leave``: the line on stderr, exit ``EXIT_LOST``). End the run with ``finish()``."""
+    check_processes(coordinator, num_processes, process_id, peer_timeout)
     if jax.distributed.is_initialized():  # joined already (a second command in this Python process)
         return jax.process_count()
+    on_lost = leave if on_lost is None else on_lost
+    heartbeat = heartbeat_seconds(peer_timeout)
+    timeouts = {
+        "heartbeat_timeout_seconds": heartbeat,
+        "shutdown_timeout_seconds": heartbeat,
+        "initialization_timeout": int(peer_timeout) + 60,  # JAX aborts then; the timer below speaks first
+    }
+    try:  # JAX's fault-tolerant mode: a lost process does not abort the others
+        jax.config.update("jax_enable_recoverability", True)
+    except AttributeError:  # a JAX without it: the others abort as before
+        pass
+    joined = threading.Event()
+
+    def join_timer():
+        if not joined.wait(peer_timeout):
+            _watch.lost(
+                on_lost,
+                f"the other processes did not join within {peer_timeout:g} s (at {coordinator or 'the cluster'}); "
+                "start every process with the same coordinator and process count",
+            )
+
     if coordinator is None:
         try:
-            jax.distributed.initialize(heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT)
+            jax.distributed.initialize(**timeouts)
         except ValueError:  # "coordinator_address should be defined": no cluster found, one process
             return 1
         except RuntimeError:  # JAX already started in this process (a library caller): it stays one process
             return jax.process_count()
     else:
-        host, _, port = coordinator.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"--coordinator takes HOST:PORT (process 0's address), got {coordinator!r}")
-        if num_processes < 1 or not 0 <= process_id < num_processes:
-            raise ValueError(
-                f"--process-id must lie in [0, --num-processes) and --num-processes be ≥ 1, got "
-                f"{process_id} and {num_processes}"
-            )
+        _watch.who = (process_id, num_processes)
+        threading.Thread(target=join_timer, daemon=True, name="jaxmlp-join").start()
         try:
-            jax.distributed.initialize(
-                coordinator, num_processes, process_id, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT
-            )
+            jax.distributed.initialize(coordinator, num_processes, process_id, **timeouts)
         except RuntimeError as e:
             raise ValueError(f"cannot join the processes of the run: {str(e).splitlines()[0]}") from None
+        finally:
+            joined.set()
+    joined.set()
     # the backend starts lazily, so this still applies: CPU devices of several processes talk through gloo
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    return jax.process_count()
+    n = jax.process_count()
+    _watch.who = (jax.process_index(), n)
+    if n > 1:
+        _watch.thread = threading.Thread(
+            target=_watch_peers, args=(n, heartbeat, on_lost), daemon=True, name="jaxmlp-peers"
+        )
+        _watch.thread.start()
+    return n
+
+
+def when_leaving(write):
+    """Have ``leave`` call ``write()`` (from the watcher thread, while the main thread may be stuck in a
+    collective) before the process exits: a run's last files (``fit``: status "process lost", curves).
+    Returns the function that takes it back."""
+    _watch.last_writes.append(write)
+    return lambda: _watch.last_writes.remove(write) if write in _watch.last_writes else None
+
+
+def check_processes(coordinator=None, num_processes=None, process_id=None, peer_timeout=PEER_TIMEOUT) -> None:
+    """``initialize``'s checks of its arguments, on their own (nothing is started): ValueError, one line."""
+    given = (coordinator, num_processes, process_id)
+    if any(v is not None for v in given) and any(v is None for v in given):
+        raise ValueError("coordinator, num_processes and process_id go together: give all three, or none")
+    if not peer_timeout > 0:
+        raise ValueError(f"peer_timeout must be > 0 seconds, got {peer_timeout:g}")
+    if coordinator is None:
+        return
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"coordinator takes HOST:PORT (process 0's address), got {coordinator!r}")
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+        raise ValueError(
+            f"process_id must lie in [0, num_processes) and num_processes be ≥ 1, got {process_id} and {num_processes}"
+        )
+
+
+def stop_watching() -> None:
+    """Quiet the watcher: this process has found the loss itself (a failed collective) and says so."""
+    _watch.done.set()
+
+
+def finish(peer_timeout: float = PEER_TIMEOUT) -> None:
+    """End this process's part of a run of several processes (nothing on one): say so in the service's
+    store, stop the watcher, and on process 0 wait (at most ``peer_timeout`` seconds) for every other
+    process's word before the service it hosts goes; then ``jax.distributed.shutdown``. After it, a peer
+    that leaves is not lost."""
+    if not jax.distributed.is_initialized():
+        return
+    client, pid, n = _client(), jax.process_index(), jax.process_count()
+    client.key_value_set(f"{_FINISHED}{pid}", "1")
+    _watch.done.set()
+    if pid == 0:
+        deadline = time.monotonic() + peer_timeout
+        for p in range(1, n):
+            while not _finished(client, p) and time.monotonic() < deadline:
+                time.sleep(0.05)
+    if _watch.thread is not None:
+        _watch.thread.join(timeout=peer_timeout)  # out of get_live_nodes before the client shuts down
+    jax.distributed.shutdown()
 
 
 LOST_SIGNS = ("gloo", "connection", "unavailable", "heartbeat", "socket closed")  # in the runtime's message
@@ -88,7 +262,8 @@ def lost_contact(error: BaseException) -> bool:
     """Whether ``error`` is a collective that failed because another process of the run is gone: a
     runtime error of a multi-process run whose message speaks of the transport (gloo's "Connection
     closed by peer", the coordinator's "UNAVAILABLE", …)."""
-    if not (isinstance(error, jax.errors.JaxRuntimeError) and jax.process_count() > 1):
+    kinds = (jax.errors.JaxRuntimeError, ValueError, RuntimeError)  # gloo's failures surface as either
+    if not (isinstance(error, kinds) and jax.distributed.is_initialized() and jax.process_count() > 1):
         return False
     text = str(error).lower()
     return any(sign in text for sign in LOST_SIGNS)
@@ -160,6 +335,20 @@ def agree(value: int) -> int:
     from jax.experimental import multihost_utils
 
     return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
+
+
+def share(obj):
+    """Process 0's ``obj`` (anything JSON can hold, NaN included) on every process: what process 0 read
+    from disk (a resumed sweep's progress), so that every process takes the same branches and enters
+    the same collectives."""
+    if jax.process_count() == 1:
+        return obj
+    from jax.experimental import multihost_utils
+
+    data = np.frombuffer(json.dumps(obj).encode(), np.uint8) if jax.process_index() == 0 else np.zeros(0, np.uint8)
+    buffer = np.zeros(agree(len(data)), np.uint8)
+    buffer[: len(data)] = data
+    return json.loads(bytes(np.asarray(multihost_utils.broadcast_one_to_all(buffer))).decode())
 
 
 def smallest(value: int) -> int:

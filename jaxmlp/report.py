@@ -129,25 +129,11 @@ def _plot_sweep(rows: list, history: list, axes: list, out: Path) -> None:
     if len(axes) == 2:
         a, b = axes
         va, vb = sorted({r[a] for r in rows}, key=_key), sorted({r[b] for r in rows}, key=_key)
-        grid_ = np.full((len(va), len(vb)), np.nan)
-        for i, x in enumerate(va):
-            for j, y in enumerate(vb):
-                accs = [r["dev_accuracy"] for r in rows if r[a] == x and r[b] == y]
-                grid_[i, j] = np.nanmean(accs) if not all(np.isnan(accs)) else np.nan
-        fig, ax = plt.subplots(figsize=(1.2 * len(vb) + 3, 0.6 * len(va) + 2.5))
-        im = ax.imshow(grid_, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(vb)), [_fmt(v) for v in vb])
-        ax.set_yticks(range(len(va)), [_fmt(v) for v in va])
-        ax.set(xlabel=b, ylabel=a, title="dev accuracy (mean over seeds; blank = diverged)")
-        for i in range(len(va)):
-            for j in range(len(vb)):
-                if np.isfinite(grid_[i, j]):
-                    light = im.norm(grid_[i, j]) > 0.6  # dark text on the bright end of viridis
-                    ax.text(
-                        j, i, f"{grid_[i, j]:.3f}", ha="center", va="center", fontsize=8, color="k" if light else "w"
-                    )
-        fig.colorbar(im, ax=ax, label="dev accuracy")
-        save_figure(fig, out / "heatmap.png")
+        cells = [[[r for r in rows if r[a] == x and r[b] == y] for y in vb] for x in va]
+        if all(cell for line in cells for cell in line):
+            _plot_grid(cells, a, b, va, vb, out / "heatmap.png")
+        else:  # random draws: most pairs of values were never drawn, which is not what diverged means
+            _plot_draws(rows, a, b, va, vb, out / "heatmap.png")
     elif len(axes) == 1:
         (a,) = axes
         vals = sorted({r[a] for r in rows}, key=_key)
@@ -171,21 +157,108 @@ def _plot_sweep(rows: list, history: list, axes: list, out: Path) -> None:
         save_figure(fig, out / "curves.png")
 
 
-def plot_search(history: list, decisions, title: str, path: Path) -> None:
+def _plot_grid(cells, a: str, b: str, va: list, vb: list, path: Path) -> None:
+    """A grid's heatmap: each cell the mean dev accuracy of its members (over seeds) that did not
+    diverge; a cell whose members all diverged is grey and says so, one where some did counts them."""
+    plt = pyplot()
+    acc = np.array(
+        [[np.nanmean([r["dev_accuracy"] for r in c if not r["diverged"]] or [np.nan]) for c in ln] for ln in cells]
+    )
+    fig, ax = plt.subplots(figsize=(1.2 * len(vb) + 3, 0.6 * len(va) + 2.5))
+    ax.set_facecolor("0.8")  # NaN cells are not drawn by imshow: the diverged ones show this grey
+    im = ax.imshow(acc, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(vb)), [_fmt(v) for v in vb])
+    ax.set_yticks(range(len(va)), [_fmt(v) for v in va])
+    ax.set(xlabel=b, ylabel=a, title="dev accuracy (mean over seeds; grey = every member diverged)")
+    for i, line in enumerate(cells):
+        for j, cell in enumerate(line):
+            bad = sum(r["diverged"] for r in cell)
+            if bad == len(cell):
+                ax.text(j, i, "diverged", ha="center", va="center", fontsize=8, color="k")
+                continue
+            light = im.norm(acc[i, j]) > 0.6  # dark text on the bright end of viridis
+            text = f"{acc[i, j]:.3f}" + (f"\n({bad}/{len(cell)} diverged)" if bad else "")
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="k" if light else "w")
+    fig.colorbar(im, ax=ax, label="dev accuracy")
+    save_figure(fig, path)
+
+
+def _plot_draws(rows: list, a: str, b: str, va: list, vb: list, path: Path) -> None:
+    """Random draws over two axes: one point per member at its values, coloured by its dev accuracy;
+    diverged members as red crosses, the best as a star. Pairs of values never drawn stay empty."""
+    plt = pyplot()
+
+    def position(values):
+        numeric = all(isinstance(v, (int, float)) for v in values)
+        return (lambda v: v) if numeric else (lambda v: values.index(v)), numeric
+
+    (pa, na), (pb, nb) = position(va), position(vb)
+    fine = [r for r in rows if not r["diverged"]]
+    bad = [r for r in rows if r["diverged"]]
+    fig, ax = plt.subplots(figsize=(7, 5))
+    if fine:
+        pts = ax.scatter(
+            [pb(r[b]) for r in fine],
+            [pa(r[a]) for r in fine],
+            c=[r["dev_accuracy"] for r in fine],
+            cmap="viridis",
+            s=40,
+            edgecolors="k",
+            linewidths=0.3,
+            label="member (colour: dev accuracy)",
+        )
+        fig.colorbar(pts, ax=ax, label="dev accuracy")
+        top = max(fine, key=lambda r: r["dev_accuracy"])
+        ax.scatter(
+            [pb(top[b])],
+            [pa(top[a])],
+            marker="*",
+            s=300,
+            facecolors="none",
+            edgecolors="tab:red",
+            lw=1.5,
+            label=f"best: dev {top['dev_accuracy']:.4f}",
+        )
+    if bad:
+        ax.scatter(
+            [pb(r[b]) for r in bad], [pa(r[a]) for r in bad], marker="x", color="tab:red", s=40, label="diverged"
+        )
+    for values, numeric, scale, ticks in (
+        (vb, nb, ax.set_xscale, ax.set_xticks),
+        (va, na, ax.set_yscale, ax.set_yticks),
+    ):
+        if not numeric:
+            ticks(range(len(values)), [str(v) for v in values])
+        elif min(values) > 0 and max(values) / min(values) > 50:
+            scale("log")
+    ax.set(xlabel=b, ylabel=a, title=f"dev accuracy of the {len(rows)} drawn members")
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def plot_search(history: list, decisions, title: str, path: Path, best: int | None = None) -> None:
     """Every member's dev accuracy by epoch (a line ends where the member stopped), with a dashed line
-    at each decision: the rungs of successive halving, the steps of PBT."""
+    at each decision — the epochs after which members were compared (halving's rungs before the end, PBT's
+    steps) — and the winner ``best`` (a member index) drawn on top and named in the legend."""
     plt = pyplot()
     dev = np.array([ep["dev_accuracy"] for ep in history], dtype=float)  # (epochs, members)
     epochs = np.arange(1, len(history) + 1)
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    style = _curve_style(len(history))
     for m in range(dev.shape[1]):
-        ax.plot(epochs, dev[:, m], _curve_style(len(history)), lw=0.8, ms=2.5, alpha=0.7)
+        label = "members" if m == 0 else None
+        ax.plot(epochs, dev[:, m], style, color="0.55", lw=0.8, ms=2.5, alpha=0.6, label=label)
     for i, e in enumerate(decisions):
-        ax.axvline(e, color="0.5", ls="--", lw=0.8, label="decision" if i == 0 else None)
+        ax.axvline(e, color="tab:blue", ls="--", lw=0.9, label="decision (members compared)" if i == 0 else None)
+    if best is not None:
+        last = np.flatnonzero(np.isfinite(dev[:, best]))
+        at = f", dev {dev[last[-1], best]:.4f}" if last.size else ""
+        ax.plot(epochs, dev[:, best], style, color="tab:red", lw=2, ms=4, label=f"best: member {best}{at}")
+        if last.size:
+            ax.plot(epochs[last[-1]], dev[last[-1], best], "*", color="tab:red", ms=14)
     ax.set(xlabel="epoch", ylabel="dev accuracy", title=title)
     _integer_ticks(ax)
-    if len(decisions):
-        ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower right")
     save_figure(fig, path)
 
 

@@ -140,6 +140,7 @@ SWEEP_FILES = (  # run_sweep's
     "best_checkpoint.npz",
     "search.png",
     "pbt_schedule.json",
+    "sweep_progress.json",  # sweep.PROGRESS_FILE
 )
 OUTPUT_FILES = tuple(dict.fromkeys(RUN_FILES + SWEEP_FILES))
 
@@ -363,7 +364,8 @@ def fit(
     while a garbage-collection callback ran: "Exception ignored in …") still stops the run.
     Raises ``TrainingDiverged`` when the loss turns non-finite and ``RunInterrupted`` on a
     KeyboardInterrupt; in both cases the checkpoint of the last finished epoch and the outputs of every
-    finished epoch (status ``"diverged"`` / ``"interrupted"``) stay on disk.
+    finished epoch (status ``"diverged"`` / ``"interrupted"``; ``"process lost"`` when another process of a
+    data-parallel run is gone, its error re-raised) stay on disk.
     """
     validate(hyper)
     n_train = ds.x_train.shape[0]
@@ -492,6 +494,8 @@ def fit(
         return ts, {k: np.concatenate([np.asarray(p[k]) for p in parts])[:steps_per_epoch] for k in parts[0]}
 
     bar = report.progress(range(start_epoch, tc.epochs + 1), progress)
+    # several processes: a peer found gone or hung by the watcher ends this process from its thread
+    forget = parallel.when_leaving(lambda: write("process lost", curves=True))
     try:
         for epoch in bar:
             t = time.perf_counter()
@@ -576,6 +580,14 @@ def fit(
         if folder is not None and not ckpt_path.exists():
             folder.abandon()
         raise
+    except (RuntimeError, ValueError) as e:  # another process of the run gone: its files say so
+        if parallel.lost_contact(e):
+            write("process lost", curves=True)
+            if folder is not None:
+                folder.remove_temp_files()
+        raise
+    finally:
+        forget()
 
     test = evaluate(best["params"], best["bn_state"], ds.x_test, ds.y_test, config=tc.model)
     chosen = f"best dev {best_acc:.4f} at epoch {best_epoch}" if has_dev else f"no dev split: epoch {best_epoch}"

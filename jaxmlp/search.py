@@ -5,8 +5,8 @@ Contract::
     halving_rungs(9, 3)                       # (1, 3, 9): the epochs at which members are compared
     ends = check(27, 9, halving=3)            # the same, after checking the options (ValueError)
     keep = promote(dev_accuracy, eta=3)       # indices of the members that go on from a rung
-    src, factors = pbt_plan(dev_accuracy, ["learning_rate"], rng)   # who copies whom, and the ×0.8/×1.2
-    ts, masks, hyper = exploit(ts, masks, hyper, src, factors, axes=("learning_rate",))   # on device
+    src, values = pbt_plan(dev_accuracy, {"learning_rate": lrs}, rng, prior)   # who copies whom, new values
+    ts, masks, hyper = exploit(ts, masks, hyper, src, values, axes=("learning_rate",))   # on device
 
 The rules are plain functions of the members' dev accuracies (host NumPy, a ``numpy.random.Generator``
 for PBT's draws); ``exploit`` is the one device function, a gather over the member axis that
@@ -20,8 +20,13 @@ the n members still training (at least 1) by dev accuracy go on and the others s
 PBT (Jaderberg et al. 2017, "Population based training of neural networks"), truncation selection:
 every interval the bottom quarter by dev accuracy (⌊n/4⌋ members, at least 1 when n ≥ 2) each copy the
 whole training state (parameters, optimizer state, batch-norm statistics, EMA, RNG key, step count),
-width masks and hyperparameters of a member drawn uniformly from the top quarter, then multiply each
-swept hyperparameter by 0.8 or 1.2 (drawn independently), clipped to ``PERTURB_BOUNDS``.
+width masks and hyperparameters of a member drawn uniformly from the top quarter, then explore: each
+swept hyperparameter is multiplied by 0.8 or 1.2 (drawn independently), clipped to ``PERTURB_BOUNDS``.
+A copy must differ from its source, or it would train as its bit-identical twin: where a value does not
+move (0 × 0.8 is 0; a value clipped at its bound), the other factor is tried, and where neither moves
+it (0), the value is resampled from the axis's starting values (``prior``) other than its own —
+Jaderberg et al.'s "resample" exploration. A copy all of whose axes cannot move is impossible when one
+axis has two starting values, which a swept axis has.
 
 Diverged members (dev accuracy NaN) rank below every finite accuracy; ties go to the lower index.
 """
@@ -86,7 +91,8 @@ def segment_ends(epochs: int, halving: int | None = None, pbt: int | None = None
         if int(pbt) != pbt or pbt < 1:
             raise ValueError(f"the PBT interval must be a whole number of epochs ≥ 1, got {pbt}")
         if pbt >= epochs:
-            raise ValueError(f"PBT every {pbt} epochs of {epochs} never steps (give an interval < --epochs)")
+            every = "every epoch" if pbt == 1 else f"every {pbt} epochs"
+            raise ValueError(f"PBT {every} over {epochs} never steps (give an interval < --epochs)")
         return tuple(range(pbt, epochs, pbt)) + (epochs,)
     return (epochs,)
 
@@ -119,29 +125,42 @@ def quarter(n: int) -> int:
     return n // 4 if n >= 4 else min(n - 1, 1)
 
 
-def pbt_plan(dev_accuracy, axes, rng: np.random.Generator):
-    """(src, factors): member i continues from member ``src[i]`` (itself unless it is in the bottom
-    quarter), and its swept hyperparameter ``a`` is multiplied by ``factors[a][i]`` (1 unless copied)."""
+def explore(value: np.float32, axis: str, rng: np.random.Generator, prior=()) -> np.float32:
+    """A copy's new value of ``axis`` from its source's ``value`` (float32): × 0.8 or × 1.2 (drawn),
+    clipped to ``PERTURB_BOUNDS``; the other factor where that does not move it; else one of the
+    ``prior`` values other than ``value`` (drawn); else ``value`` (nothing can move it)."""
+    lo, hi = PERTURB_BOUNDS[axis]
+    first = rng.integers(len(PERTURB_FACTORS))
+    for f in (PERTURB_FACTORS[first], PERTURB_FACTORS[1 - first]):
+        new = np.float32(np.clip(np.float32(value) * np.float32(f), lo, hi))
+        if new != value:
+            return new
+    others = [np.float32(v) for v in prior if np.float32(v) != value]
+    return others[rng.integers(len(others))] if others else np.float32(value)
+
+
+def pbt_plan(dev_accuracy, values: dict, rng: np.random.Generator, prior: dict | None = None):
+    """(src, new): member i continues from member ``src[i]`` (itself unless it is in the bottom quarter)
+    with ``new[a][i]`` as its value of swept axis ``a`` — its own value unless copied, else ``explore``'s
+    move from its source's. ``values``: per axis, every member's current value; ``prior``: per axis, its
+    starting values (what a value at 0 is resampled from)."""
     n = len(dev_accuracy)
     order, q = _ranking(dev_accuracy), quarter(n)
     top, bottom = order[:q], order[n - q :] if q else order[:0]
     src = np.arange(n)
-    factors = {a: np.ones(n, np.float32) for a in axes}
+    new = {a: np.asarray(v, np.float32)[:n].copy() for a, v in values.items()}
     for dst in np.sort(bottom):
         src[dst] = rng.choice(top)
-        for a in axes:
-            factors[a][dst] = rng.choice(PERTURB_FACTORS)
-    return src, factors
+        for a in values:
+            new[a][dst] = explore(np.float32(values[a][src[dst]]), a, rng, (prior or {}).get(a, ()))
+    return src, new
 
 
-def exploit(ts, masks, hyper, src, factors: dict, axes: tuple):
-    """Member i of the result is member ``src[i]`` (state, masks, hyperparameters), its swept
-    hyperparameters multiplied by ``factors`` and clipped to ``PERTURB_BOUNDS`` where the factor is not
-    1 (a member that is not perturbed keeps its values bit for bit). Pure; jit it with ``axes`` static."""
+def exploit(ts, masks, hyper, src, values: dict, axes: tuple):
+    """Member i of the result is member ``src[i]`` (state, masks, hyperparameters); a copy (``src[i] ≠
+    i``) takes ``values[a][i]`` as its swept hyperparameter ``a`` (``pbt_plan``'s exploration), a member
+    that is not copied keeps its own values bit for bit. Pure; jit it with ``axes`` static."""
+    copied = src != jnp.arange(src.shape[0])
     ts, masks, hyper = jax.tree_util.tree_map(lambda a: a[src], (ts, masks, hyper))
-    changed = {}
-    for a in axes:
-        lo, hi = PERTURB_BOUNDS[a]
-        v, f = getattr(hyper, a), factors[a]
-        changed[a] = jnp.where(f != 1, jnp.clip(v * f, lo, hi), v)
+    changed = {a: jnp.where(copied, jnp.asarray(values[a], getattr(hyper, a).dtype), getattr(hyper, a)) for a in axes}
     return ts, masks, hyper._replace(**changed)

@@ -44,6 +44,7 @@ How it works:
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -352,6 +353,65 @@ class SweepResult:
     pbt_schedule: list = field(default_factory=list)  # PBT: per member, its hyperparameters after each step
 
 
+PROGRESS_FILE = "sweep_progress.json"  # a plain sweep's record of its finished chunks, while it runs
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """``run_sweep`` was interrupted (Ctrl-C, or SIGTERM turned into a KeyboardInterrupt with a
+    ``signal_name`` attribute): the chunk in flight was abandoned. ``members_done`` of ``members`` had
+    finished; with ``resumable``, their rows (``results.csv``), the best so far (``best_checkpoint.npz``)
+    and ``PROGRESS_FILE`` are in ``out_dir``, and ``run_sweep(..., resume=True)`` trains the rest."""
+
+    def __init__(self, members_done: int, members: int, out_dir, signal_name: str = "SIGINT", resumable: bool = True):
+        super().__init__(f"sweep interrupted ({signal_name}) after {members_done} of {members} members")
+        self.members_done, self.members, self.out_dir, self.signal_name = members_done, members, out_dir, signal_name
+        self.resumable = resumable
+
+
+def sweep_progress(out_dir) -> dict | None:
+    """What an unfinished plain sweep in ``out_dir`` kept (``PROGRESS_FILE``): ``members_done``,
+    ``members``, ``chunk_size``, …; None when there is none (no sweep, or a finished one)."""
+    path = Path(out_dir) / PROGRESS_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read {path} ({e}); start the sweep again with overwrite") from None
+
+
+def _fingerprint(ds: Dataset, tc: TrainConfig, members, shared_order: bool, data_seed: int, axes) -> dict:
+    """Everything that decides a plain sweep's results: a resumed sweep must share it with the one it
+    continues (JSON-normalized, as it is stored)."""
+    fp = {
+        "dataset": ds.name,
+        "examples": [int(ds.x_train.shape[0]), int(ds.x_dev.shape[0]), int(ds.x_test.shape[0])],
+        "config": tc.to_dict(),
+        "shared_order": shared_order,
+        "data_seed": data_seed,
+        "axes": list(axes),
+        "members": [{"seed": m.seed, "hidden": list(m.hidden), "hyper": m.hyper.to_dict()} for m in members],
+    }
+    return json.loads(json.dumps(fp))
+
+
+def _restored(out_dir, fp: dict) -> dict:
+    """The progress of the sweep to resume in ``out_dir``; ValueError (one line) when there is none or it
+    was started with other settings than ``fp``."""
+    kept = sweep_progress(out_dir)
+    if kept is None:
+        raise ValueError(
+            f"{out_dir} holds no unfinished sweep ({PROGRESS_FILE}) to resume: it finished, or none started there"
+        )
+    differ = [key for key in fp if kept.get("fingerprint", {}).get(key) != fp[key]]
+    if differ:
+        raise ValueError(
+            f"the sweep in {out_dir} was started with other settings ({', '.join(differ)} differ): resume it with "
+            "the same data and options, or start it again with overwrite"
+        )
+    return kept
+
+
 def run_sweep(
     ds: Dataset,
     tc: TrainConfig,
@@ -362,6 +422,7 @@ def run_sweep(
     halving: int | None = None,
     pbt: int | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     data_seed: int = 0,
     n_devices: int | None = None,
     axes=(),
@@ -373,11 +434,18 @@ def run_sweep(
     member's checkpoint to ``out_dir``. ``axes``: the swept ``Hyper`` fields (columns and plot).
     ``out_dir`` is checked before training: a folder holding a sweep is refused unless ``overwrite``.
 
+    A plain sweep keeps every finished chunk: after each, ``results.csv`` holds the finished members'
+    rows, ``best_checkpoint.npz`` the best of them and ``PROGRESS_FILE`` what a resume needs (it goes
+    when the sweep ends). ``resume=True`` continues such a sweep with the same arguments: the finished
+    chunks are read back, the others trained as they would have been (same chunks, same programs), so
+    the results equal those of a sweep run in one go. An interrupt raises ``SweepInterrupted``.
+
     ``halving=η``: successive halving over the member axis (``jaxmlp.search``): at each rung only the
     best ⌊n/η⌋ members go on, re-stacked into a smaller member axis (one compile per distinct size).
     ``pbt=INTERVAL``: population-based training, every INTERVAL epochs the bottom quarter copies a
     top-quarter member and perturbs ``axes`` (a gather over the member axis; no recompiles); its random
-    draws come from ``numpy.random.default_rng(data_seed)``."""
+    draws come from ``numpy.random.default_rng(data_seed)``. A search's members depend on each other
+    until its last decision: it writes its files when it ends, and cannot be resumed."""
     if not members:
         raise ValueError("a sweep needs at least one member")
     if ds.x_dev.shape[0] == 0:
@@ -385,19 +453,65 @@ def run_sweep(
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk size must be ≥ 1, got {chunk_size}")
     search.check(len(members), tc.epochs, halving, pbt, axes)  # the search's own mistakes, before the folder
+    if resume and (halving is not None or pbt is not None):
+        raise ValueError("resume continues a plain sweep; a search (halving, pbt) keeps nothing until it ends")
+    if resume and out_dir is None:
+        raise ValueError("resume needs out_dir, the folder of the sweep to continue")
     writes = out_dir is not None and jax.process_index() == 0  # several processes: process 0 writes
-    folder = OutputFolder.claim(out_dir, resume=False, overwrite=overwrite) if writes else None
+    folder = OutputFolder.claim(out_dir, resume=resume, overwrite=overwrite) if writes else None
+    fp = _fingerprint(ds, tc, members, shared_order, data_seed, axes)
+    restored = None
+    if resume:  # process 0 reads what was kept; every process continues from it (or learns the refusal)
+        kept = None
+        if writes:
+            try:
+                kept = {"progress": _restored(folder.path, fp)}
+            except ValueError as e:
+                kept = {"refused": str(e)}
+        kept = parallel.share(kept)
+        if "refused" in kept:
+            raise ValueError(kept["refused"])
+        restored = kept["progress"]
+    done = [0 if restored is None else len(restored["done"])]
+
+    def keep(progress, rows, best):
+        """After each finished chunk of a plain sweep: its rows, the best so far, what a resume needs."""
+        folder.start()  # --overwrite: the earlier run's files go now, just before the new ones are written
+        if best is not None:
+            write_best(folder.path, ds, tc, best)
+        report.write_csv(folder.path / "results.csv", rows)
+        report.write_json(folder.path / PROGRESS_FILE, {"version": 1, "fingerprint": fp, **progress})
+        done[0] = len(progress["done"])
+
     try:
         result, best = _sweep(
-            ds, tc, members, chunk_size, shared_order, (halving, pbt), data_seed, n_devices, axes, log
+            ds,
+            tc,
+            members,
+            chunk_size,
+            shared_order,
+            (halving, pbt),
+            data_seed,
+            n_devices,
+            axes,
+            log,
+            restored=restored,
+            keep=keep if writes else None,
         )
+    except KeyboardInterrupt as e:
+        kept = folder is not None and (folder.path / PROGRESS_FILE).is_file()
+        if folder is not None and not kept:
+            folder.abandon()
+        name = getattr(e, "signal_name", "SIGINT")
+        raise SweepInterrupted(done[0], len(members), out_dir, name, resumable=kept) from None
     except BaseException:
         if folder is not None:
             folder.abandon()  # a sweep that fails before writing anything leaves no folder behind
         raise
     if folder is not None:
-        folder.start()  # --overwrite: the earlier run's files go now, just before the new ones are written
+        folder.start()
         write_outputs(folder.path, result, ds, tc, best)
+        (folder.path / PROGRESS_FILE).unlink(missing_ok=True)  # the sweep is whole: nothing to resume
     return result
 
 
@@ -405,8 +519,14 @@ def _padded(n: int, multiple: int) -> int:
     return int(math.ceil(n / multiple) * multiple)
 
 
-def _sweep(ds, tc, members, chunk_size, shared_order, how, data_seed, n_devices, axes, log):
-    """run_sweep's training and evaluation: (SweepResult, the best member or None).
+def _sweep(ds, tc, members, chunk_size, shared_order, how, data_seed, n_devices, axes, log, *, restored, keep):
+    """run_sweep's training and evaluation: (SweepResult, the best member or None; its state None when
+    ``keep`` has written it already).
+
+    ``restored``: a resumed plain sweep's progress (the same on every process): its finished chunks are
+    skipped, their members' histories and the best of them taken as they were. ``keep(progress,
+    rows, best)``: called after each finished chunk of a plain sweep (``best``: the new best member, or
+    None when it did not change).
 
     The members still training sit in slots of a population split into chunks of one size. Each segment
     (the epochs up to the next halving rung or PBT step, or all of them) trains every chunk; between
@@ -428,7 +548,10 @@ def _sweep(ds, tc, members, chunk_size, shared_order, how, data_seed, n_devices,
     shared += sum(a.nbytes for a in (ds.x_dev, ds.y_dev, ds.x_test, ds.y_test))
     if len(ends) > 1:  # a search keeps every member's state between its decisions
         shared += _padded(k, n_dev) * memory.state_bytes(wide_tc, members[0].hyper.as_arrays())
-    if chunk_size is None:  # per device: its share of the members, and the replicated data
+    if restored is not None:  # the chunks of the sweep it continues: the same programs, the same numbers
+        chunk = restored["chunk_size"]
+        memory.check(per_member * (chunk // n_dev) + shared, have, f"a chunk of {chunk} members", "resume elsewhere")
+    elif chunk_size is None:  # per device: its share of the members, and the replicated data
         chunk = memory.members_that_fit(per_member, shared, have, math.ceil(k / n_dev)) * n_dev
         if chunk < k:
             log(
@@ -440,7 +563,8 @@ def _sweep(ds, tc, members, chunk_size, shared_order, how, data_seed, n_devices,
         memory.check(
             per_member * (chunk // n_dev) + shared, have, f"a chunk of {chunk} members", "use a smaller --chunk-size"
         )
-    chunk = parallel.smallest(chunk)  # several processes: one chunk size, the one that fits on every one
+    if restored is None:  # several processes: one chunk size, the one that fits on every one
+        chunk = parallel.smallest(chunk)
     x_train, y_train = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
     x_dev, y_dev = jnp.asarray(ds.x_dev), jnp.asarray(ds.y_dev)
     x_test, y_test = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
@@ -449,7 +573,7 @@ def _sweep(ds, tc, members, chunk_size, shared_order, how, data_seed, n_devices,
             (ds.x_train, ds.y_train, ds.x_dev, ds.y_dev, ds.x_test, ds.y_test), replicated
         )
     probe, probe_s = {}, 0.0
-    if chunk_size is None and k > 1 and k * tc.epochs * steps >= PROBE_MIN_WORK:
+    if chunk_size is None and restored is None and k > 1 and k * tc.epochs * steps >= PROBE_MIN_WORK:
         t = time.perf_counter()
         probe = probe_layouts(layout_candidates(k, n_dev, chunk), members, tc, wide_tc, x_train, y_train, sharding)
         chunk, probe_s = parallel.agree(min(probe, key=probe.get)), time.perf_counter() - t  # process 0's pick
@@ -470,6 +594,7 @@ def _sweep(ds, tc, members, chunk_size, shared_order, how, data_seed, n_devices,
     exploit_fn = jax.jit(partial(search.exploit, axes=tuple(axes)), **on_members)
     pick = jax.jit(take, **({} if replicated is None else {"out_shardings": replicated}))
     rng = np.random.default_rng(data_seed)
+    prior = {a: sorted({float(np.float32(getattr(m.hyper, a))) for m in members}) for a in axes}  # PBT's resample
 
     # what each member did, on the host: NaN where it did not train
     dev_hist = np.full((tc.epochs, k), np.nan)
@@ -484,6 +609,21 @@ def _sweep(ds, tc, members, chunk_size, shared_order, how, data_seed, n_devices,
     programs, compile_s, train_s = {}, 0.0, 0.0
     member_epochs, population = 0, []
     best, ts = None, None
+    skip = 0 if restored is None else restored["chunks_done"]
+    if restored is not None:  # the finished members, as they were
+        ids = restored["done"]
+        dev_hist[:, ids] = np.array(restored["dev_accuracy"], dtype=float).T
+        loss_hist[:, ids] = np.array(restored["train_loss"], dtype=float).T
+        test[ids], first_bad[ids], trained[ids] = restored["test_accuracy"], restored["first_bad"], tc.epochs
+        compile_s, train_s = restored["compile_seconds"], restored["train_seconds"]
+        member_epochs = len(ids) * tc.epochs
+        for m, values in zip(ids, restored["final_hyper"]):
+            final_hyper[m] = final_hyper[m]._replace(**dict(zip(axes, values)))
+        if restored["best"] is not None:  # its checkpoint is on disk already
+            best = (restored["best"]["dev_accuracy"], restored["best"]["member"], None)
+    finished = [] if restored is None else list(restored["done"])
+    if restored is not None:
+        log(f"resuming: {len(finished)} of {k} members had finished; the rest train in chunks of {chunk}")
 
     def program(tree, hidden):
         """The compiled epoch for a chunk of this many members: vmapped, or for one member on one device
@@ -506,6 +646,33 @@ def _sweep(ds, tc, members, chunk_size, shared_order, how, data_seed, n_devices,
             )
         return programs[key]
 
+    def row(m: int) -> dict:
+        """Member ``m``'s line of results.csv, from what it did (its last trained epoch)."""
+        member, diverged, e = members[m], bool(first_bad[m] >= 0), trained[m] - 1
+        out = {
+            "member": m,
+            **member.label(axes),
+            "train_loss": float(loss_hist[e, m]) if not diverged else float("nan"),
+            "dev_accuracy": float(dev_hist[e, m]) if not diverged else float("nan"),
+            "test_accuracy": float(test[m]) if not diverged else float("nan"),
+            "diverged": diverged,
+            "diverged_at_step": int(first_bad[m]) if diverged else None,
+        }
+        if halving is not None:
+            out["rung"] = ends.index(trained[m])
+            out["epochs_trained"] = int(trained[m])
+            out.update({f"dev_accuracy_epoch_{r}": float(dev_hist[r - 1, m]) for r in ends})
+        if pbt is not None:
+            out["lineage"] = " ".join(lineage[m])
+            out.update({f"final_{a}": float(getattr(final_hyper[m], a)) for a in axes})
+            if hidden_now[m] != member.hidden:
+                out["final_hidden"] = ",".join(map(str, hidden_now[m]))
+        return out
+
+    def best_member(m: int) -> Member:
+        """Member ``m`` as its checkpoint records it: the values and widths it ended with."""
+        return replace(members[m], hyper=final_hyper[m], hidden=hidden_now[m])
+
     slots, pop, start = list(range(k)), None, 0  # pop: the chunks' (ts, masks, hyper), kept between segments
     for end in ends:
         last = end == tc.epochs
@@ -514,6 +681,8 @@ def _sweep(ds, tc, members, chunk_size, shared_order, how, data_seed, n_devices,
         trees = []
         for ci, c0 in enumerate(range(0, len(slots), size)):
             ids = slots[c0 : c0 + size]
+            if ci < skip:  # resumed: this chunk finished before
+                continue
             if pop is None:
                 part = [members[i] for i in ids]
                 tree = parallel.global_put(stack_members(_filled(part, size), tc, wide_tc), sharding)
@@ -540,10 +709,33 @@ def _sweep(ds, tc, members, chunk_size, shared_order, how, data_seed, n_devices,
                 test[ids] = eval_fn(eval_params(ts), ts.bn_state, x_test, y_test)[: len(ids)]
             if last:
                 hyper_host = parallel.to_host(hyper)
+                before = best
                 for j, m in enumerate(ids):
                     final_hyper[m] = final_hyper[m]._replace(**{a: float(getattr(hyper_host, a)[j]) for a in axes})
                     if first_bad[m] < 0 and (best is None or dev_hist[end - 1, m] > best[0]):
                         best = (dev_hist[end - 1, m], m, jax.tree_util.tree_map(np.asarray, pick(ts, j)))
+                finished += ids
+                if keep is not None and len(ends) == 1:  # a plain sweep: this chunk's results are on disk
+                    keep(
+                        {
+                            "members": k,
+                            "chunk_size": chunk,
+                            "chunks_done": ci + 1,
+                            "done": finished,
+                            "dev_accuracy": dev_hist[:, finished].T.tolist(),
+                            "train_loss": loss_hist[:, finished].T.tolist(),
+                            "test_accuracy": test[finished].tolist(),
+                            "first_bad": first_bad[finished].tolist(),
+                            "final_hyper": [[float(getattr(final_hyper[m], a)) for a in axes] for m in finished],
+                            "best": None if best is None else {"member": int(best[1]), "dev_accuracy": float(best[0])},
+                            "train_seconds": train_s,
+                            "compile_seconds": compile_s,
+                        },
+                        [row(m) for m in sorted(finished)],
+                        None if best is before else (row(best[1]), best_member(best[1]), best[2]),
+                    )
+                    if best is not before:
+                        best = (best[0], best[1], None)  # written: the host copy can go
                 which = f"members {ids[0]}–{ids[-1]}" if len(ids) > 1 else f"member {ids[0]}"
                 log(f"{which}: best dev accuracy so far {float('nan') if best is None else best[0]:.4f}")
             else:
@@ -564,11 +756,11 @@ def _sweep(ds, tc, members, chunk_size, shared_order, how, data_seed, n_devices,
             pos = np.concatenate([keep, np.full(_padded(len(keep), size) - len(keep), keep[-1])])
             full = gather(full, jnp.asarray(pos))
         else:
-            src, factors = search.pbt_plan(acc, axes, rng)
+            now = parallel.to_host(full[2])  # every slot's current values of the swept axes
+            src, new = search.pbt_plan(acc, {a: getattr(now, a) for a in axes}, rng, prior)
             pos = np.concatenate([src, np.arange(len(src), n_slots)])  # padding slots keep themselves
-            ones = np.ones(n_slots - len(src), np.float32)
-            f = {a: jnp.asarray(np.concatenate([factors[a], ones])) for a in axes}
-            full = exploit_fn(*full, jnp.asarray(pos), f)
+            v = {a: jnp.asarray(np.concatenate([new[a], np.asarray(getattr(now, a))[len(src) :]])) for a in axes}
+            full = exploit_fn(*full, jnp.asarray(pos), v)
             values = parallel.to_host(full[2])
             copied = [(int(d), int(s)) for d, s in enumerate(src) if d != s]
             for d, s in copied:  # slot d now holds a copy of slot s: slots are members here (no re-stacking)
@@ -588,33 +780,9 @@ def _sweep(ds, tc, members, chunk_size, shared_order, how, data_seed, n_devices,
         pop = [full] if n_new == size else [gather(full, jnp.arange(c0, c0 + size)) for c0 in range(0, n_new, size)]
         start = end
 
-    rows = []
-    for m, member in enumerate(members):
-        diverged = bool(first_bad[m] >= 0)
-        e = trained[m] - 1
-        row = {
-            "member": m,
-            **member.label(axes),
-            "train_loss": float(loss_hist[e, m]) if not diverged else float("nan"),
-            "dev_accuracy": float(dev_hist[e, m]) if not diverged else float("nan"),
-            "test_accuracy": float(test[m]) if not diverged else float("nan"),
-            "diverged": diverged,
-            "diverged_at_step": int(first_bad[m]) if diverged else None,
-        }
-        if halving is not None:
-            row["rung"] = ends.index(trained[m])
-            row["epochs_trained"] = int(trained[m])
-            row.update({f"dev_accuracy_epoch_{r}": float(dev_hist[r - 1, m]) for r in ends})
-        if pbt is not None:
-            row["lineage"] = " ".join(lineage[m])
-            row.update({f"final_{a}": float(getattr(final_hyper[m], a)) for a in axes})
-            if hidden_now[m] != member.hidden:
-                row["final_hidden"] = ",".join(map(str, hidden_now[m]))
-        rows.append(row)
+    rows = [row(m) for m in range(k)]
     if best is not None:
-        m = best[1]
-        best_member = replace(members[m], hyper=final_hyper[m], hidden=hidden_now[m])
-        best = (rows[m], best_member, best[2])
+        best = (rows[best[1]], best_member(best[1]), best[2])
     hist = [{"train_loss": loss_hist[e].tolist(), "dev_accuracy": dev_hist[e].tolist()} for e in range(tc.epochs)]
     examples = member_epochs * steps * tc.batch_size
     summary = {
@@ -644,6 +812,7 @@ def _sweep(ds, tc, members, chunk_size, shared_order, how, data_seed, n_devices,
         "config": tc.to_dict(),
         "padded_sizes": list(wide_tc.model.sizes),
         "axes": list(axes),
+        "resumed_chunks": skip,
         "best": None if best is None else {**best[0], "hyper": best[1].hyper.to_dict()},
     }
     return SweepResult(rows, summary, hist, ts, schedule if pbt is not None else []), best
@@ -655,31 +824,39 @@ def write_outputs(out: Path, result: SweepResult, ds: Dataset, tc: TrainConfig, 
     cut back to its own widths, loadable like any run's checkpoint)."""
     report.write_csv(out / "results.csv", result.rows)
     report.write_json(out / "summary.json", result.summary)
-    if best is not None:
-        row, member, ts_wide = best
-        narrow_tc = narrow_config(tc, member)
-        template = init_state(jax.random.PRNGKey(member.seed), narrow_tc, member.hyper.as_arrays())
-        ts = unpad(ts_wide, template)
-        best_tree = {"params": eval_params(ts), "bn_state": ts.bn_state}
-        meta = {
-            "config": narrow_tc.to_dict(),
-            "hyper": member.hyper.to_dict(),
-            "normalizer": ds.normalizer._asdict(),
-            "dataset": ds.name,
-            "dev_size": int(ds.x_dev.shape[0]),
-            "epoch": tc.epochs,
-            "history": [],
-            "best_dev_accuracy": row["dev_accuracy"],
-            "best_epoch": tc.epochs,
-            "bad_epochs": 0,
-            "sweep_member": row["member"],
-        }
-        save_run(out / "best_checkpoint.npz", ts, best_tree, meta)
-    how = result.summary["search"]
+    if best is not None and best[2] is not None:  # None: written already, after its chunk
+        write_best(out, ds, tc, best)
+    how, won = result.summary["search"], None if best is None else best[0]["member"]
     if how["method"] not in ("halving", "pbt"):  # a search's members end at other epochs or values
         report.plot_sweep(result.rows, result.history, result.summary["axes"], out)
-    elif how["method"] == "halving":
-        report.plot_search(result.history, how["rungs"], f"successive halving, η = {how['eta']}", out / "search.png")
+    elif how["method"] == "halving":  # the decisions: every rung but the last (the end)
+        title = f"successive halving, η = {how['eta']}"
+        report.plot_search(result.history, how["rungs"][:-1], title, out / "search.png", best=won)
     elif how["method"] == "pbt":
         report.write_json(out / "pbt_schedule.json", result.pbt_schedule)
-        report.plot_search(result.history, how["steps"], f"PBT every {how['interval']} epochs", out / "search.png")
+        every = "every epoch" if how["interval"] == 1 else f"every {how['interval']} epochs"
+        report.plot_search(result.history, how["steps"], f"PBT {every}", out / "search.png", best=won)
+
+
+def write_best(out: Path, ds: Dataset, tc: TrainConfig, best) -> None:
+    """best_checkpoint.npz: ``best`` = (its row, its Member, its padded state) cut back to the member's
+    own widths, loadable like any run's checkpoint."""
+    row, member, ts_wide = best
+    narrow_tc = narrow_config(tc, member)
+    template = init_state(jax.random.PRNGKey(member.seed), narrow_tc, member.hyper.as_arrays())
+    ts = unpad(ts_wide, template)
+    best_tree = {"params": eval_params(ts), "bn_state": ts.bn_state}
+    meta = {
+        "config": narrow_tc.to_dict(),
+        "hyper": member.hyper.to_dict(),
+        "normalizer": ds.normalizer._asdict(),
+        "dataset": ds.name,
+        "dev_size": int(ds.x_dev.shape[0]),
+        "epoch": tc.epochs,
+        "history": [],
+        "best_dev_accuracy": row["dev_accuracy"],
+        "best_epoch": tc.epochs,
+        "bad_epochs": 0,
+        "sweep_member": row["member"],
+    }
+    save_run(out / "best_checkpoint.npz", ts, best_tree, meta)

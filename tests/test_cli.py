@@ -308,6 +308,7 @@ def test_output_folder_mistakes(idx_dir, finished_run, tmp_path, capsys):
             r"--process-id must lie in \[0, --num-processes\)",
         ),
         (small_train(idx_dir, tmp_path / "r", "--num-processes", "2"), "need --data-parallel"),
+        (small_sweep("--peer-timeout", "0"), r"--peer-timeout must be > 0 seconds, got 0"),
         (small_sweep("--halving", "1"), "the halving rate η must be an integer ≥ 2, got 1"),
         (small_sweep("--pbt", "2", "--learning-rate", "1e-3"), "PBT perturbs the swept hyperparameters"),
         (small_sweep("--pbt", "2", "--halving", "3"), "give --halving or --pbt, not both"),
@@ -410,6 +411,48 @@ def test_an_interrupted_run_keeps_its_record_and_says_how_to_resume(idx_dir, tmp
     assert len(list(csv.DictReader(open(out / "metrics.csv")))) == done
     assert (out / "curves.png").is_file() and (out / "checkpoint.npz").is_file()
     assert not list(out.glob("*.tmp"))
+
+
+def test_an_interrupted_sweep_keeps_its_finished_chunks_and_resumes_the_rest(idx_dir, tmp_path, capsys):
+    """SIGINT to a real `jaxmlp sweep` once its first chunk is written: exit 130, one line saying what is on
+    disk and the resume command; that command trains the rest (its rows: the kept ones unchanged)."""
+    out = tmp_path / "sweep"
+    args = [
+        *("sweep", "--dataset", "mnist", "--data-dir", str(idx_dir), "--dev-size", "100", "--hidden", "16"),
+        *("--learning-rate", "1e-3,3e-3,1e-2", "--batch-size", "10", "--epochs", "40", "--chunk-size", "1"),
+        *("--out", str(out)),
+    ]
+    as_from_a_terminal = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv[0] = 'jaxmlp.cli'; runpy.run_module('jaxmlp.cli', run_name='__main__')"
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-c", as_from_a_terminal, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
+    deadline = time.time() + 120
+    while not (out / "results.csv").exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    err = err.strip()
+    assert "\n" not in err and err.startswith("jaxmlp: SIGINT: stopped after 1 of 3 members"), err
+    assert f"(results.csv, best_checkpoint.npz) are in {out}" in err
+    assert err.endswith("resume the rest with: jaxmlp " + " ".join(args) + " --resume")
+    kept = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["member"] for r in kept] == ["0"] and not (out / "summary.json").exists()
+    assert main([*args, "--resume"]) == 0
+    assert "resuming: 1 of 3 members had finished" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["member"] for r in rows] == ["0", "1", "2"] and rows[0] == kept[0]
+    assert main([*args, "--resume"]) == 2  # finished: nothing to resume
+    assert "holds no unfinished sweep to resume" in capsys.readouterr().err
+    assert main([*args, "--resume", "--halving", "2", "--epochs", "2"]) == 2
+    assert "--resume continues a plain sweep" in capsys.readouterr().err
 
 
 def test_a_signal_ends_the_process_within_seconds_even_inside_one_long_native_call(tmp_path):
@@ -538,6 +581,8 @@ def test_help_shows_every_default(capsys):
     assert helps[("sweep", "--b2")] == "Hyper.b2 (default 0.999)" and helps[("sweep", "--ema")].endswith(
         "(default off)"
     )
+    # --peer-timeout's default is filled in by initialize, not the parser: its help quotes the constant
+    assert helps[("train", "--peer-timeout")].endswith(f"(default {jaxmlp.parallel.PEER_TIMEOUT:g})")
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "(default 0.999)" in capsys.readouterr().out

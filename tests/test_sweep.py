@@ -428,6 +428,26 @@ def test_pbt_exploits_inside_the_population_without_recompiling(tiny, tmp_path, 
     assert (tmp_path / "search.png").is_file()
 
 
+def test_pbt_never_makes_a_bit_identical_twin(tiny):
+    """Two good members without dropout and two with 90% dropout, PBT on dropout_rate only: the worst
+    copies a member at 0, where × 0.8 and × 1.2 change nothing; exploration resamples its value (to 0.9),
+    so every copy differs from its source (before, the copy was its source's twin: the same state, the
+    same values, the same key, so the same training)."""
+    tc = tc_for(hidden=(16,), epochs=3)
+    members = [
+        sweep.Member(Hyper(learning_rate=1e-2, dropout_rate=d), s, (16,))
+        for d, s in ((0, 0), (0, 1), (0.9, 0), (0.9, 1))
+    ]
+    res = sweep.run_sweep(tiny, tc, members, pbt=1, axes=["dropout_rate"], log=lambda s: None)
+    schedule = res.pbt_schedule
+    copies = [(m, i) for m in range(4) for i in range(1, 3) if schedule[m][i]["source"] != m]
+    assert len(copies) == 2  # one member (a quarter of 4) at each of the 2 PBT steps
+    for m, i in copies:
+        source = schedule[m][i]["source"]
+        assert schedule[source][i - 1]["dropout_rate"] == 0  # it copied a member without dropout ...
+        assert schedule[m][i]["dropout_rate"] == pytest.approx(0.9)  # ... and does not stay its twin
+
+
 def test_pbt_with_chunks_and_widths_copies_the_width_too(tiny):
     """The worst member (a learning rate of 1e-5, 4 units) copies a 16-unit member across chunks of 2:
     it becomes 16 units wide (its masks are copied with its state)."""
@@ -495,3 +515,80 @@ def test_the_sweep_times_its_layouts_and_takes_the_fastest(tiny, monkeypatch):
     monkeypatch.setattr(sweep, "PROBE_MIN_WORK", 10**9)  # a small sweep: no probe, every member at once
     res = sweep.run_sweep(tiny, tc, members, log=lambda s: None)
     assert res.summary["layout_probe"] == {} and res.summary["chunk_size"] == 5
+
+
+def _stop_after(chunks: int):
+    """A ``log`` that interrupts the sweep once ``chunks`` chunks have finished (as Ctrl-C would there)."""
+    said = []
+
+    def log(line):
+        said.append(line)
+        if sum(line.startswith("member") for line in said) == chunks:
+            raise KeyboardInterrupt
+
+    return log
+
+
+def test_an_interrupted_sweep_keeps_its_chunks_and_resumes_to_the_one_go_results(tiny, tmp_path):
+    """5 members in chunks of 2: interrupted after chunk 1, resumed, interrupted again, resumed: every
+    row, the summary's best and best_checkpoint.npz equal the sweep run in one go, bit for bit (the same
+    chunks run the same programs). Between the stops, results.csv holds exactly the finished members."""
+    from jaxmlp import checkpoint
+
+    tc = tc_for(hidden=(16,), batchnorm=False, activation="tanh", epochs=2)
+    members = sweep.grid(Hyper(), {"learning_rate": [3e-2, 1e-2, 1e-3, 3e-4, 1e-1]})
+    go = dict(chunk_size=2, axes=["learning_rate"])
+    one = sweep.run_sweep(tiny, tc, members, out_dir=tmp_path / "one", log=lambda s: None, **go)
+    out = tmp_path / "cut"
+    with pytest.raises(sweep.SweepInterrupted) as e:
+        sweep.run_sweep(tiny, tc, members, out_dir=out, log=_stop_after(1), **go)
+    assert (e.value.members_done, e.value.members, e.value.resumable) == (2, 5, True)
+    kept = list(csv.DictReader(open(out / "results.csv")))
+    assert [int(r["member"]) for r in kept] == [0, 1]
+    assert [float(r["dev_accuracy"]) for r in kept] == [r["dev_accuracy"] for r in one.rows[:2]]
+    assert sweep.sweep_progress(out)["done"] == [0, 1] and not (out / "summary.json").exists()
+    with pytest.raises(sweep.SweepInterrupted) as e:  # resumed, and stopped again after one more chunk
+        sweep.run_sweep(tiny, tc, members, out_dir=out, resume=True, log=_stop_after(1), **go)
+    assert e.value.members_done == 4 and len(list(csv.DictReader(open(out / "results.csv")))) == 4
+    lines = []
+    res = sweep.run_sweep(tiny, tc, members, out_dir=out, resume=True, log=lines.append, **go)
+    assert "resuming: 4 of 5 members had finished" in lines[0]
+    assert res.rows == one.rows  # every field, exactly
+    assert res.summary["best"] == one.summary["best"] and res.summary["resumed_chunks"] == 2
+    assert list(csv.DictReader(open(out / "results.csv"))) == list(csv.DictReader(open(tmp_path / "one/results.csv")))
+    (meta_a, a), (meta_b, b) = (checkpoint.load(d / "best_checkpoint.npz") for d in (tmp_path / "one", out))
+    assert meta_a == meta_b and a.keys() == b.keys()
+    assert all(np.array_equal(a[n], b[n]) for n in a)
+    assert not (out / sweep.PROGRESS_FILE).exists()  # whole: nothing left to resume
+    with pytest.raises(ValueError, match="holds no unfinished sweep"):
+        sweep.run_sweep(tiny, tc, members, out_dir=out, resume=True, log=lambda s: None, **go)
+
+
+def test_a_resume_with_other_settings_or_a_search_is_refused(tiny, tmp_path):
+    tc = tc_for(hidden=(16,), epochs=1)
+    members = sweep.grid(Hyper(), {"learning_rate": [1e-3, 1e-2, 3e-2]})
+    go = dict(chunk_size=1, axes=["learning_rate"], out_dir=tmp_path)
+    with pytest.raises(sweep.SweepInterrupted):
+        sweep.run_sweep(tiny, tc, members, log=_stop_after(1), **go)
+    other = sweep.grid(Hyper(), {"learning_rate": [1e-3, 1e-2, 1e-1]})
+    with pytest.raises(ValueError, match=r"started with other settings \(members differ\)"):
+        sweep.run_sweep(tiny, tc, other, resume=True, log=lambda s: None, **go)
+    with pytest.raises(ValueError, match=r"started with other settings \(config differ\)"):
+        sweep.run_sweep(tiny, replace(tc, epochs=2), members, resume=True, log=lambda s: None, **go)
+    with pytest.raises(ValueError, match="a search .* keeps nothing until it ends"):
+        sweep.run_sweep(tiny, replace(tc, epochs=2), members, resume=True, halving=2, log=lambda s: None, **go)
+    assert sweep.sweep_progress(tmp_path)["done"] == [0]  # the refusals changed nothing
+
+
+def test_a_sweep_interrupted_before_its_first_chunk_leaves_no_folder(tiny, tmp_path, monkeypatch):
+    """The interrupt lands inside the first chunk's first epoch (where the sweep reads its losses)."""
+    tc = tc_for(hidden=(16,), epochs=1)
+    members = sweep.grid(Hyper(), {"learning_rate": [1e-3, 1e-2]})
+
+    def interrupted(losses):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "first_nonfinite", interrupted)
+    with pytest.raises(sweep.SweepInterrupted) as e:
+        sweep.run_sweep(tiny, tc, members, chunk_size=1, out_dir=tmp_path / "s", axes=["learning_rate"], log=print)
+    assert (e.value.members_done, e.value.resumable) == (0, False) and not (tmp_path / "s").exists()
