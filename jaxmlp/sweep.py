@@ -544,8 +544,18 @@ def _sweep(ds, tc, members, chunk_size, shared_order, how, data_seed, n_devices,
     sharding, replicated = parallel.member_shardings(n_devices)
     n_dev = 1 if sharding is None else sharding.mesh.size
     have = memory.available_bytes()
+    narrower = "use narrower or fewer --hidden layers"  # what helps when one member does not fit
+    data = sum(a.nbytes for a in (ds.x_train, ds.y_train, ds.x_dev, ds.y_dev, ds.x_test, ds.y_test))
+    one_state = memory.state_bytes(wide_tc, members[0].hyper.as_arrays())
+    sizes = "-".join(map(str, wide_tc.model.sizes))
+    # before anything compiles (member_bytes compiles two programs): lower bounds, from shapes alone
+    memory.check(one_state + data, have, f"one member of this sweep ({sizes}: its state and the data)", narrower)
+    if chunk_size is not None and chunk_size > 1:
+        c = _padded(chunk_size, n_dev) // n_dev
+        memory.check(c * one_state + data, have, f"a chunk of {chunk_size} members", "use a smaller --chunk-size")
     per_member, shared = member_bytes(tc, wide_tc, members, shared_order, n_train)
     shared += sum(a.nbytes for a in (ds.x_dev, ds.y_dev, ds.x_test, ds.y_test))
+    memory.check(per_member + shared, have, f"one member of this sweep's compiled epoch ({sizes})", narrower)
     if len(ends) > 1:  # a search keeps every member's state between its decisions
         shared += _padded(k, n_dev) * memory.state_bytes(wide_tc, members[0].hyper.as_arrays())
     if restored is not None:  # the chunks of the sweep it continues: the same programs, the same numbers
@@ -641,8 +651,8 @@ def _sweep(ds, tc, members, chunk_size, shared_order, how, data_seed, n_devices,
             memory.check(
                 memory.program_bytes(programs[key]) or 0,
                 have,
-                f"the compiled epoch of {size} members at a time",
-                "give a smaller --chunk-size, or use narrower --hidden layers",
+                f"the compiled epoch of {size} member{'s' if size > 1 else ''} at a time",
+                "give a smaller --chunk-size, or use narrower --hidden layers" if size > 1 else narrower,
             )
         return programs[key]
 

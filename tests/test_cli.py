@@ -309,6 +309,11 @@ def test_output_folder_mistakes(idx_dir, finished_run, tmp_path, capsys):
         ),
         (small_train(idx_dir, tmp_path / "r", "--num-processes", "2"), "need --data-parallel"),
         (small_sweep("--peer-timeout", "0"), r"--peer-timeout must be > 0 seconds, got 0"),
+        (
+            small_sweep("--hidden", "200000,200000"),
+            r"one member of this sweep \(16-200000-200000-10: its state and the data\) needs [\d.]+ GiB but cpu "
+            r"memory has [\d.]+ GiB free; use narrower or fewer --hidden layers$",
+        ),
         (small_sweep("--halving", "1"), "the halving rate η must be an integer ≥ 2, got 1"),
         (small_sweep("--pbt", "2", "--learning-rate", "1e-3"), "PBT perturbs the swept hyperparameters"),
         (small_sweep("--pbt", "2", "--halving", "3"), "give --halving or --pbt, not both"),

@@ -271,6 +271,28 @@ def test_without_a_chunk_size_the_sweep_runs_as_many_members_as_fit(tiny, monkey
         sweep.run_sweep(tiny, tc, members, chunk_size=5, log=lambda s: None)
 
 
+def test_a_sweep_whose_one_member_cannot_fit_is_refused_before_anything_compiles(tiny, monkeypatch):
+    """The advice applies at one member (narrower layers; a smaller chunk cannot help), and the refusal
+    comes from shapes alone: member_bytes, which compiles, is never reached."""
+    from jaxmlp import memory
+
+    tc = tc_for(hidden=(16,), epochs=1)
+    members = sweep.grid(Hyper(), {"learning_rate": [1e-3, 1e-2]}, hidden=[(16,)])
+    state = memory.state_bytes(sweep.padded_config(tc, members), members[0].hyper.as_arrays())
+    monkeypatch.setattr(memory, "available_bytes", lambda device=None: state)  # less than state + data
+
+    def compiles(*a, **k):
+        raise AssertionError("member_bytes compiled programs before the refusal")
+
+    monkeypatch.setattr(sweep, "member_bytes", compiles)
+    for chunk_size in (None, 1, 2):
+        with pytest.raises(
+            ValueError, match=r"^one member of this sweep \(16-16-10: its state and the data\) needs"
+        ) as e:
+            sweep.run_sweep(tiny, tc, members, chunk_size=chunk_size, log=lambda s: None)
+        assert str(e.value).endswith("free; use narrower or fewer --hidden layers") and "chunk" not in str(e.value)
+
+
 def test_accuracies_are_exact_fractions_and_a_folder_with_a_sweep_is_kept(tiny, tmp_path):
     tc = tc_for(hidden=(16,), epochs=1)
     members = sweep.grid(Hyper(), {"learning_rate": [1e-3, 1e-2]})
