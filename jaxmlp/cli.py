@@ -387,6 +387,8 @@ def _lost_words(args, argv):
 
     def words() -> str:
         out = getattr(args, "out", None)
+        if args.process_id not in (None, 0) and out is not None:  # its disk may not be process 0's
+            return "process 0 writes the outputs: its line says what is kept and how to go on"
         if args.command == "train" and out is not None:
             if (Path(out) / "checkpoint.npz").is_file():
                 return (
@@ -656,8 +658,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--chunk-size",
         type=int,
         default=None,
-        help="members per compiled program, 1: each member alone as a single run (default: the fastest layout "
-        "of a short timed probe, within memory)",
+        help="members per compiled program, 1: each member alone as a single run (default: --layout-probe "
+        "decides, within memory)",
+    )
+    w.add_argument(
+        "--layout-probe",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="without --chunk-size: time the candidate layouts (always), take the cost model's pick (never), or "
+        "reuse what this machine measured for this network before and time them only where that costs at most "
+        "10%% of the sweep (default auto)",
     )
     s_ = w.add_argument_group("search over the members (default: every member trains every epoch)")
     s_.add_argument(
@@ -697,6 +707,7 @@ def build_parser() -> argparse.ArgumentParser:
         "its finished chunks are kept, the rest trained",
     )
     w.add_argument("--overwrite", action="store_true", help="replace the sweep saved in --out (default: refuse)")
+    w.add_argument("--no-progress", action="store_true", help="no progress bar (none is drawn into a non-terminal)")
 
     g = sub.add_parser("gradcheck", help="hand-derived gradients vs jax.grad and finite differences")
     _network_options(g)
@@ -962,6 +973,8 @@ def cmd_sweep(args) -> int:
         pbt=args.pbt,
         overwrite=args.overwrite,
         resume=args.resume,
+        probe={"auto": None, "always": True, "never": False}[args.layout_probe],
+        progress=not args.no_progress and say is print,
         data_seed=args.seed,
         axes=swept,
         out_dir=args.out,
@@ -1151,6 +1164,10 @@ def _run(args, argv) -> int:
     except (DatasetError, CheckpointError, ValueError, OSError, RuntimeError, MemoryError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if jm.parallel.lost_contact(e) and not _out_of_memory(e):
+            if not jm.parallel.claim_ending():  # the watcher is saying it and ends the process
+                import threading
+
+                threading.Event().wait()
             jm.parallel.stop_watching()  # this line is the one ending said
             _tell_filter("said")
             print(

@@ -82,9 +82,20 @@ class _Watch:
         self.said = threading.Lock()  # one ending is reported, by whichever thread gets there first
         self.who = (0, 1)  # (process id, number of processes), known before JAX's backend is
         self.last_writes = []  # when_leaving's functions
+        self.owner = None  # the thread that says the ending
+
+    def claim(self) -> bool:
+        """Whether this thread may say the ending: the first to ask (again True for it), never a second."""
+        me = threading.get_ident()
+        if self.owner == me:
+            return True
+        if self.said.acquire(blocking=False):
+            self.owner = me
+            return True
+        return False
 
     def lost(self, on_lost, message):
-        if not self.done.is_set() and self.said.acquire(blocking=False):
+        if not self.done.is_set() and self.claim():
             on_lost(message)
 
 
@@ -183,6 +194,7 @@ def initialize(
         except RuntimeError:  # JAX already started in this process (a library caller): it stays one process
             return jax.process_count()
     else:
+        _watch.__init__()  # a fresh watch for this join (a script may join, finish and join again)
         _watch.who = (process_id, num_processes)
         threading.Thread(target=join_timer, daemon=True, name="jaxmlp-join").start()
         try:
@@ -230,6 +242,12 @@ def check_processes(coordinator=None, num_processes=None, process_id=None, peer_
         )
 
 
+def claim_ending() -> bool:
+    """Whether the calling thread is the one to say how the run ended (write the last files, print the
+    line): False when the watcher thread says it already (it is leaving: the process ends within moments)."""
+    return _watch.claim()
+
+
 def stop_watching() -> None:
     """Quiet the watcher: this process has found the loss itself (a failed collective) and says so."""
     _watch.done.set()
@@ -238,20 +256,29 @@ def stop_watching() -> None:
 def finish(peer_timeout: float = PEER_TIMEOUT) -> None:
     """End this process's part of a run of several processes (nothing on one): say so in the service's
     store, stop the watcher, and on process 0 wait (at most ``peer_timeout`` seconds) for every other
-    process's word before the service it hosts goes; then ``jax.distributed.shutdown``. After it, a peer
-    that leaves is not lost."""
+    process's word and then for it to disconnect, before the service it hosts goes (a client still
+    connected when it goes is aborted by JAX); then ``jax.distributed.shutdown``. After it, a peer that
+    leaves is not lost."""
     if not jax.distributed.is_initialized():
         return
     client, pid, n = _client(), jax.process_index(), jax.process_count()
     client.key_value_set(f"{_FINISHED}{pid}", "1")
     _watch.done.set()
+    deadline = time.monotonic() + peer_timeout
     if pid == 0:
-        deadline = time.monotonic() + peer_timeout
         for p in range(1, n):
             while not _finished(client, p) and time.monotonic() < deadline:
                 time.sleep(0.05)
     if _watch.thread is not None:
         _watch.thread.join(timeout=peer_timeout)  # out of get_live_nodes before the client shuts down
+    if pid == 0:  # the service goes with process 0: a peer still connected then is aborted by its JAX client
+        others = list(range(1, n))
+        while others and time.monotonic() < deadline:
+            try:
+                others = [p for p in others if p in client.get_live_nodes(list(range(n)))]
+            except Exception:  # the service cannot tell: nothing more to wait for
+                break
+            time.sleep(0.05)
     jax.distributed.shutdown()
 
 

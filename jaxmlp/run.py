@@ -581,7 +581,7 @@ def fit(
             folder.abandon()
         raise
     except (RuntimeError, ValueError) as e:  # another process of the run gone: its files say so
-        if parallel.lost_contact(e):
+        if parallel.lost_contact(e) and parallel.claim_ending():  # else the watcher writes them, leaving
             write("process lost", curves=True)
             if folder is not None:
                 folder.remove_temp_files()

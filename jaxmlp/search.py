@@ -97,6 +97,18 @@ def segment_ends(epochs: int, halving: int | None = None, pbt: int | None = None
     return (epochs,)
 
 
+def member_epochs(members: int, ends, halving: int | None = None) -> int:
+    """Member-epochs a search of ``members`` over ``segment_ends`` trains: every member up to the first
+    end, then (halving) the ⌊n/η⌋ survivors of each rung, at least 1."""
+    total, n, previous = 0, members, 0
+    for end in ends:
+        total += n * (end - previous)
+        previous = end
+        if halving is not None:
+            n = max(1, n // halving)
+    return total
+
+
 def check(members: int, epochs: int, halving: int | None = None, pbt: int | None = None, axes=()) -> tuple:
     """``segment_ends`` of a search over ``members`` members sweeping ``axes``, after every check a
     user's options can fail (one-line ValueError): callers check before loading anything."""

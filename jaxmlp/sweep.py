@@ -55,7 +55,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp import compiler, memory, parallel, report, search
+from jaxmlp import chunks, compiler, memory, parallel, report, search
 from jaxmlp.data import Dataset, batch_indices, check_batch_size
 from jaxmlp.hyper import Hyper, align, validate
 from jaxmlp.hyper import stack as stack_hypers
@@ -279,7 +279,6 @@ def make_member_epoch(tc: TrainConfig, hidden, shared_order: bool, donate: bool 
 
 
 PROBE_MEMBER_STEPS = 64  # member-steps in one timed run of a layout probe
-PROBE_MIN_WORK = 2_000  # member-steps a sweep must hold before a probe is worth its compiles
 
 
 def layout_candidates(k: int, n_dev: int, fit: int) -> list:
@@ -321,6 +320,58 @@ def probe_layouts(candidates, members, tc: TrainConfig, wide_tc: TrainConfig, x,
     return rates
 
 
+def choose_layout(
+    candidates, members, tc, wide_tc, x, y, sharding=None, *, work: int, shared_order=True, probe=None, log=print
+):
+    """(members per program, {candidate: seconds per member-step}, probe seconds, how it was chosen) for a
+    sweep of ``work`` member-steps. ``probe=None``: what an earlier sweep measured for this machine and
+    shape (``chunks.cached``: "cache"), else the cost model's pick where timing the candidates would cost
+    more than ``chunks.PROBE_SHARE`` of the training ("cost model"), else a probe ("probe"): the model's
+    pick first, then the other candidates, stopping where the next one would take the probe past that
+    share of the training its measured rates predict. ``True``: every candidate is timed; ``False``:
+    the model's pick. Measured rates are kept (``chunks.remember``). Several processes take process 0's
+    cache, decisions and pick."""
+    n_train, n_dev = x.shape[0], 1 if sharding is None else sharding.mesh.size
+    key = chunks.cache_key(wide_tc, candidates, n_dev, shared_order, n_train)
+    prior = chunks.prior_pick(wide_tc, candidates)
+
+    def per(c):
+        return f"{c} member{'s' if c > 1 else ''} per program"
+
+    if probe is None:
+        rates = parallel.share(chunks.cached(key) if jax.process_index() == 0 else None)
+        if rates:
+            rates = {int(c): s for c, s in rates.items()}
+            pick = min(rates, key=rates.get)
+            log(f"layout: {per(pick)}, as measured before on this machine for this network ({chunks.cache_path()})")
+            return pick, rates, 0.0, "cache"
+        if not chunks.probe_pays(wide_tc, work, len(candidates)):
+            log(
+                f"layout: {per(prior)}, by the cost model (timing {len(candidates)} layouts would cost more than "
+                f"{chunks.PROBE_SHARE:.0%} of this sweep)"
+            )
+            return prior, {}, 0.0, "cost model"
+    elif probe is False:
+        log(f"layout: {per(prior)}, by the cost model")
+        return prior, {}, 0.0, "cost model"
+    extremes = (min(candidates), max(candidates))  # the model's pick, the other extreme, the middle ones
+    order = [prior, *sorted((c for c in candidates if c != prior), key=lambda c: (c not in extremes, -c))]
+    rates, t0 = {}, time.perf_counter()
+    for c in order:
+        spent = time.perf_counter() - t0
+        if rates and probe is None:
+            next_cost, predicted = spent / len(rates), min(rates.values()) * work
+            if parallel.agree(int(spent + next_cost > chunks.PROBE_SHARE * predicted)):
+                break
+        rates.update(probe_layouts([c], members, tc, wide_tc, x, y, sharding))
+    spent = time.perf_counter() - t0
+    pick = parallel.agree(min(rates, key=rates.get))  # process 0's
+    if jax.process_index() == 0:
+        chunks.remember(key, rates)
+    log(f"layout: {per(pick)}, the fastest of {', '.join(map(str, rates))} in a {spent:.1f}s probe")
+    return pick, rates, spent, "probe"
+
+
 def make_eval(config: MLPConfig):
     """jit(vmap) of evaluation-mode accuracy: ``accuracy(params, bn_state, x, y) -> (K,)`` float64 NumPy,
     each member's correct predictions counted on the device and divided by the count on the host (so
@@ -354,6 +405,7 @@ class SweepResult:
 
 
 PROGRESS_FILE = "sweep_progress.json"  # a plain sweep's record of its finished chunks, while it runs
+PROGRESS_VERSION = 1
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -390,6 +442,7 @@ def _fingerprint(ds: Dataset, tc: TrainConfig, members, shared_order: bool, data
         "shared_order": shared_order,
         "data_seed": data_seed,
         "axes": list(axes),
+        "devices": [jax.device_count(), jax.process_count()],
         "members": [{"seed": m.seed, "hidden": list(m.hidden), "hyper": m.hyper.to_dict()} for m in members],
     }
     return json.loads(json.dumps(fp))
@@ -402,6 +455,11 @@ def _restored(out_dir, fp: dict) -> dict:
     if kept is None:
         raise ValueError(
             f"{out_dir} holds no unfinished sweep ({PROGRESS_FILE}) to resume: it finished, or none started there"
+        )
+    if kept.get("version") != PROGRESS_VERSION:
+        raise ValueError(
+            f"{out_dir}/{PROGRESS_FILE} is of version {kept.get('version')}, this jaxmlp reads {PROGRESS_VERSION}: "
+            "start the sweep again with overwrite"
         )
     differ = [key for key in fp if kept.get("fingerprint", {}).get(key) != fp[key]]
     if differ:
@@ -423,6 +481,8 @@ def run_sweep(
     pbt: int | None = None,
     overwrite: bool = False,
     resume: bool = False,
+    probe: bool | None = None,
+    progress: bool = False,
     data_seed: int = 0,
     n_devices: int | None = None,
     axes=(),
@@ -439,6 +499,11 @@ def run_sweep(
     when the sweep ends). ``resume=True`` continues such a sweep with the same arguments: the finished
     chunks are read back, the others trained as they would have been (same chunks, same programs), so
     the results equal those of a sweep run in one go. An interrupt raises ``SweepInterrupted``.
+
+    Without ``chunk_size``, the members per program come from ``choose_layout``: ``probe=None`` times
+    the candidates only where that costs at most ``chunks.PROBE_SHARE`` of the training (and reuses what
+    an earlier sweep of this shape measured on this machine); ``True`` always times them, ``False``
+    never (the cost model's pick). ``progress``: a bar over each chunk's epochs where stderr is a terminal.
 
     ``halving=η``: successive halving over the member axis (``jaxmlp.search``): at each rung only the
     best ⌊n/η⌋ members go on, re-stacked into a smaller member axis (one compile per distinct size).
@@ -472,6 +537,11 @@ def run_sweep(
         if "refused" in kept:
             raise ValueError(kept["refused"])
         restored = kept["progress"]
+        if chunk_size is not None and chunk_size != restored["chunk_size"]:
+            raise ValueError(
+                f"the sweep in {out_dir} runs in chunks of {restored['chunk_size']}: resume it with that chunk size "
+                f"(or none), not {chunk_size}"
+            )
     done = [0 if restored is None else len(restored["done"])]
 
     def keep(progress, rows, best):
@@ -480,7 +550,7 @@ def run_sweep(
         if best is not None:
             write_best(folder.path, ds, tc, best)
         report.write_csv(folder.path / "results.csv", rows)
-        report.write_json(folder.path / PROGRESS_FILE, {"version": 1, "fingerprint": fp, **progress})
+        report.write_json(folder.path / PROGRESS_FILE, {"version": PROGRESS_VERSION, "fingerprint": fp, **progress})
         done[0] = len(progress["done"])
 
     try:
@@ -497,9 +567,12 @@ def run_sweep(
             log,
             restored=restored,
             keep=keep if writes else None,
+            probe_mode=probe,
+            progress=progress,
         )
     except KeyboardInterrupt as e:
-        kept = folder is not None and (folder.path / PROGRESS_FILE).is_file()
+        # an --overwrite that had not written yet leaves the earlier sweep's progress: not this one's
+        kept = folder is not None and not folder.replaced and (folder.path / PROGRESS_FILE).is_file()
         if folder is not None and not kept:
             folder.abandon()
         name = getattr(e, "signal_name", "SIGINT")
@@ -519,7 +592,23 @@ def _padded(n: int, multiple: int) -> int:
     return int(math.ceil(n / multiple) * multiple)
 
 
-def _sweep(ds, tc, members, chunk_size, shared_order, how, data_seed, n_devices, axes, log, *, restored, keep):
+def _sweep(
+    ds,
+    tc,
+    members,
+    chunk_size,
+    shared_order,
+    how,
+    data_seed,
+    n_devices,
+    axes,
+    log,
+    *,
+    restored,
+    keep,
+    probe_mode,
+    progress,
+):
     """run_sweep's training and evaluation: (SweepResult, the best member or None; its state None when
     ``keep`` has written it already).
 
@@ -544,6 +633,8 @@ def _sweep(ds, tc, members, chunk_size, shared_order, how, data_seed, n_devices,
     sharding, replicated = parallel.member_shardings(n_devices)
     n_dev = 1 if sharding is None else sharding.mesh.size
     have = memory.available_bytes()
+    if jax.process_count() > 1 and have is not None:  # one verdict everywhere: the tightest process's memory
+        have = parallel.smallest(have // 2**20) * 2**20
     narrower = "use narrower or fewer --hidden layers"  # what helps when one member does not fit
     data = sum(a.nbytes for a in (ds.x_train, ds.y_train, ds.x_dev, ds.y_dev, ds.x_test, ds.y_test))
     one_state = memory.state_bytes(wide_tc, members[0].hyper.as_arrays())
@@ -583,13 +674,22 @@ def _sweep(ds, tc, members, chunk_size, shared_order, how, data_seed, n_devices,
             (ds.x_train, ds.y_train, ds.x_dev, ds.y_dev, ds.x_test, ds.y_test), replicated
         )
     probe, probe_s = {}, 0.0
-    if chunk_size is None and restored is None and k > 1 and k * tc.epochs * steps >= PROBE_MIN_WORK:
-        t = time.perf_counter()
-        probe = probe_layouts(layout_candidates(k, n_dev, chunk), members, tc, wide_tc, x_train, y_train, sharding)
-        chunk, probe_s = parallel.agree(min(probe, key=probe.get)), time.perf_counter() - t  # process 0's pick
-        log(
-            f"layout: {chunk} member{'s' if chunk > 1 else ''} per program, the fastest of "
-            f"{', '.join(map(str, probe))} in a {probe_s:.1f}s probe"
+    chosen_by = "chunk_size" if chunk_size is not None else "resumed" if restored is not None else "one member"
+    if chunk_size is None and restored is None and k > 1:
+        work = search.member_epochs(k, ends, halving) * steps
+        candidates = layout_candidates(k, n_dev, chunk)
+        chunk, probe, probe_s, chosen_by = choose_layout(
+            candidates,
+            members,
+            tc,
+            wide_tc,
+            x_train,
+            y_train,
+            sharding,
+            work=work,
+            shared_order=shared_order,
+            probe=probe_mode,
+            log=log,
         )
     epoch_fn = make_epoch(wide_tc, shared_order)
     eval_fn = make_eval(wide_tc.model)
@@ -700,7 +800,8 @@ def _sweep(ds, tc, members, chunk_size, shared_order, how, data_seed, n_devices,
                 tree = pop[ci]
             ts, masks, hyper = tree
             fn = program(tree, hidden_now[ids[0]])
-            for e in range(start, end):
+            which = f"members {ids[0]}–{ids[-1]}" if len(ids) > 1 else f"member {ids[0]}"
+            for e in report.progress(range(start, end), progress, desc=which):
                 idx = batch_indices(jax.random.fold_in(data_key, e), n_train, tc.batch_size)
                 t = time.perf_counter()
                 ts, metrics = fn(ts, hyper, x_train, y_train, idx, masks)
@@ -746,7 +847,6 @@ def _sweep(ds, tc, members, chunk_size, shared_order, how, data_seed, n_devices,
                     )
                     if best is not before:
                         best = (best[0], best[1], None)  # written: the host copy can go
-                which = f"members {ids[0]}–{ids[-1]}" if len(ids) > 1 else f"member {ids[0]}"
                 log(f"{which}: best dev accuracy so far {float('nan') if best is None else best[0]:.4f}")
             else:
                 trees.append((ts, masks, hyper))
@@ -756,14 +856,14 @@ def _sweep(ds, tc, members, chunk_size, shared_order, how, data_seed, n_devices,
         full = trees[0] if len(trees) == 1 else concat(trees)
         n_slots = len(trees) * size
         if halving is not None:
-            keep = search.promote(acc, halving)
+            survivors = search.promote(acc, halving)
             log(
-                f"rung at epoch {end}: {len(keep)} of {len(slots)} members go on "
+                f"rung at epoch {end}: {len(survivors)} of {len(slots)} members go on "
                 f"(best dev accuracy {np.nanmax(acc) if np.isfinite(acc).any() else float('nan'):.4f})"
             )
-            slots = [slots[i] for i in keep]
+            slots = [slots[i] for i in survivors]
             size = min(chunk, _padded(len(slots), n_dev))
-            pos = np.concatenate([keep, np.full(_padded(len(keep), size) - len(keep), keep[-1])])
+            pos = np.concatenate([survivors, np.full(_padded(len(survivors), size) - len(survivors), survivors[-1])])
             full = gather(full, jnp.asarray(pos))
         else:
             now = parallel.to_host(full[2])  # every slot's current values of the swept axes
@@ -814,6 +914,7 @@ def _sweep(ds, tc, members, chunk_size, shared_order, how, data_seed, n_devices,
         "diverged": sum(r["diverged"] for r in rows),
         "shared_data_order": shared_order,
         "chunk_size": chunk,
+        "layout": chosen_by,  # how chunk_size was chosen: probe, cache, cost model, chunk_size, …
         "layout_probe": {str(c): 1 / sec for c, sec in probe.items()},  # member-steps per second
         "probe_seconds": probe_s,
         "devices": n_dev,

@@ -1,11 +1,17 @@
 """Test fixtures (helpers live in helpers.py): the float64 switch and a small learnable dataset."""
 
+import os
+
 import jax
 import pytest
 
 from jaxmlp import data
 
 from helpers import make_idx_dataset
+
+# No test reads or writes the user's layout cache (~/.cache/jaxmlp); the CLI's child processes inherit it.
+# Tests of the cache give their own file.
+os.environ["JAXMLP_LAYOUT_CACHE"] = "off"
 
 
 @pytest.fixture(scope="module")

@@ -593,6 +593,36 @@ def test_help_shows_every_default(capsys):
     assert "(default 0.999)" in capsys.readouterr().out
 
 
+def test_the_options_a_run_and_a_sweep_share_exist_in_both_and_mean_the_same():
+    """How a command runs (its output, its progress, its processes) is asked the same way in train and
+    sweep: the same flags, the same kind of value and default."""
+    import argparse
+
+    from jaxmlp.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    options = {
+        name: {a.option_strings[-1]: a for a in sp._actions if a.option_strings} for name, sp in sub.choices.items()
+    }
+    common = [
+        "--out",
+        "--overwrite",
+        "--resume",
+        "--no-progress",
+        "--coordinator",
+        "--num-processes",
+        "--process-id",
+        "--peer-timeout",
+        "--seed",
+        "--epochs",
+        "--batch-size",
+    ]
+    for flag in common:
+        a, b = options["train"][flag], options["sweep"][flag]
+        assert (type(a), a.type, a.nargs) == (type(b), b.type, b.nargs), flag
+        assert a.default == b.default or flag in ("--out", "--epochs"), flag  # runs/default vs runs/sweep; 30 vs 5
+
+
 def test_ema_schedule_option_sets_the_runs_config(idx_dir, tmp_path):
     out = tmp_path / "run"
     assert main(small_train(idx_dir, out, "--epochs", "1", "--ema-schedule", "debias")) == 0

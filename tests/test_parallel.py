@@ -108,3 +108,20 @@ def test_halving_and_pbt_on_a_sharded_member_axis(result):
     assert result["pbt_copies"] == 1
     assert result["halving"] == {"member_epochs": 6 + 3, "compiled_member_counts": [4, 8], "population": [6, 3]}
     assert result["halving_trained"] == [1, 1, 1, 2, 2, 2]
+
+
+def test_one_thread_says_the_ending():
+    """The watcher and the main thread may both find a lost peer: the first to claim the ending says it
+    (and may claim it again), the other stays quiet."""
+    import threading
+
+    from jaxmlp import parallel
+
+    watch, got = parallel._Watch(), []
+    t = threading.Thread(target=lambda: got.extend([watch.claim(), watch.claim()]))
+    t.start()
+    t.join()
+    assert got == [True, True] and watch.claim() is False
+    said = []
+    watch.lost(said.append, "x")  # the watcher's report, after another thread claimed the ending
+    assert said == []

@@ -135,11 +135,11 @@ def sweep_args(idx_dir, out, *more):
 
 def test_a_two_process_sweep_writes_the_one_process_results(idx_dir, tmp_path):
     """8 members sharded over two processes, with successive halving (re-stacked 8 → 4 → 2 members
-    across processes) and the layout probe (8 members × 4 epochs × 80 steps: enough work for it; the
-    processes take process 0's pick): results.csv equals the one-process sweep's with that layout
+    across processes) and the layout probe (--layout-probe always; the processes take process 0's
+    pick): results.csv equals the one-process sweep's with that layout
     (accuracies exactly, losses to float32 summation order)."""
     two = tmp_path / "two"
-    finish(start_processes(sweep_args(idx_dir, two)))
+    finish(start_processes(sweep_args(idx_dir, two, "--layout-probe", "always")))
     s = json.loads((two / "summary.json").read_text())
     assert (s["devices"], s["processes"], s["population"]) == (2, 2, [8, 4, 2])
     assert sorted(s["layout_probe"]) == ["2", "8"] and s["chunk_size"] in (2, 8)  # multiples of the 2 devices
@@ -248,8 +248,9 @@ def test_a_process_whose_peers_never_join_stops_after_the_peer_timeout(idx_dir, 
 
 
 def test_a_peer_gone_after_the_sweep_s_last_chunk_leaves_process_0_s_results_whole(idx_dir, tmp_path):
-    """Process 1 killed once the sweep has trained (process 0 is writing): process 0 writes every file and
-    exits 0 within the peer timeout, without JAX's abort (exit 134, a C++ stack trace) at its shutdown."""
+    """Process 1 killed once the sweep is done (process 0 has printed its best member and is leaving):
+    process 0 keeps every file and exits 0 within the peer timeout, without JAX's abort (exit 134, a C++
+    stack trace) at its shutdown."""
     out = tmp_path / "sweep"
     p0, p1 = start_processes(sweep_args(idx_dir, out, "--chunk-size", 4, "--peer-timeout", 3), log_dir=tmp_path)
     deadline = time.time() + TIMEOUT

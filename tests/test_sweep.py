@@ -221,6 +221,7 @@ def test_sweep_cli(tmp_path, capsys):
         "2",
         "--batch-size",
         "50",
+        "--no-progress",
         "--out",
         str(out),
     ]
@@ -522,21 +523,56 @@ def test_layout_candidates():
     assert sweep.layout_candidates(1, 1, 1) == [1]
 
 
-def test_the_sweep_times_its_layouts_and_takes_the_fastest(tiny, monkeypatch):
-    """Without a chunk size (and enough work to be worth it) a short timed probe picks the members per
-    program; the probe's numbers are in the summary and the pick is their fastest."""
+def test_the_sweep_times_its_layouts_and_takes_the_fastest(tiny, monkeypatch, tmp_path):
+    """probe=True times every candidate and takes the fastest (numbers in the summary), and keeps them:
+    the same sweep again (probe=None) takes them from the cache without a probe; a sweep of tiny work
+    with no cache takes the cost model's pick without timing anything."""
+    monkeypatch.setenv("JAXMLP_LAYOUT_CACHE", str(tmp_path / "layouts.json"))
     tc = tc_for(hidden=(16,), epochs=1)
     members = sweep.grid(Hyper(), {"learning_rate": list(np.geomspace(1e-3, 1e-1, 5))})
     lines = []
-    monkeypatch.setattr(sweep, "PROBE_MIN_WORK", 0)
-    res = sweep.run_sweep(tiny, tc, members, log=lines.append)
+    res = sweep.run_sweep(tiny, tc, members, probe=True, log=lines.append)
     probe = {int(c): rate for c, rate in res.summary["layout_probe"].items()}
     assert sorted(probe) == [1, 4, 5] and all(rate > 0 for rate in probe.values())
-    assert res.summary["chunk_size"] == max(probe, key=probe.get)
-    assert any(line.startswith("layout: ") for line in lines)
-    monkeypatch.setattr(sweep, "PROBE_MIN_WORK", 10**9)  # a small sweep: no probe, every member at once
-    res = sweep.run_sweep(tiny, tc, members, log=lambda s: None)
-    assert res.summary["layout_probe"] == {} and res.summary["chunk_size"] == 5
+    assert res.summary["chunk_size"] == max(probe, key=probe.get) and res.summary["layout"] == "probe"
+    assert any(line.startswith("layout: ") and "probe" in line for line in lines)
+    again = sweep.run_sweep(tiny, tc, members, log=lambda s: None)
+    assert again.summary["layout"] == "cache" and again.summary["probe_seconds"] == 0
+    assert again.summary["chunk_size"] == res.summary["chunk_size"]
+    assert again.summary["layout_probe"] == pytest.approx(res.summary["layout_probe"])
+    monkeypatch.setenv("JAXMLP_LAYOUT_CACHE", "off")
+    res = sweep.run_sweep(tiny, tc, members, log=lambda s: None)  # a few thousand member-steps of a tiny net
+    assert res.summary["layout"] == "cost model" and res.summary["layout_probe"] == {}
+    assert res.summary["chunk_size"] == 5 and res.summary["probe_seconds"] == 0  # a small net: all at once
+
+
+def test_a_probe_stops_where_it_would_cost_more_than_its_share(tiny, monkeypatch):
+    """Candidates that each take 1 s to time against a sweep their rates say trains 12 s: the first
+    (the model's pick) is timed, the next would take the probe to 2 s > 10% of 12 s, so it stops."""
+    from jaxmlp import chunks
+
+    timed = []
+
+    def fake_probe(candidates, members, tc, wide_tc, x, y, sharding=None, repeats=3):
+        (c,) = candidates
+        timed.append(c)
+        clock[0] += 1.0
+        return {c: 1e-3 if c == 1 else 2e-3}
+
+    clock = [0.0]
+    monkeypatch.setattr(sweep, "probe_layouts", fake_probe)
+    monkeypatch.setattr(sweep.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(chunks, "probe_pays", lambda *a: True)
+    wide = tc_for(hidden=(16,))  # 16-16-10: a small net, the model's pick is every member at once
+    pick, rates, seconds, how = sweep.choose_layout(
+        [1, 4, 16], [], None, wide, np.zeros((800, 16)), None, work=6_000, log=lambda s: None
+    )
+    assert timed == [16] and (pick, how, seconds) == (16, "probe", 1.0)  # the prior for a small net: 16
+    timed.clear()
+    pick, rates, seconds, how = sweep.choose_layout(
+        [1, 4, 16], [], None, wide, np.zeros((800, 16)), None, work=600_000, log=lambda s: None
+    )
+    assert timed == [16, 1, 4] and pick == 1 and seconds == 3.0  # a long sweep: all three are worth it
 
 
 def _stop_after(chunks: int):
@@ -599,6 +635,13 @@ def test_a_resume_with_other_settings_or_a_search_is_refused(tiny, tmp_path):
         sweep.run_sweep(tiny, replace(tc, epochs=2), members, resume=True, log=lambda s: None, **go)
     with pytest.raises(ValueError, match="a search .* keeps nothing until it ends"):
         sweep.run_sweep(tiny, replace(tc, epochs=2), members, resume=True, halving=2, log=lambda s: None, **go)
+    with pytest.raises(ValueError, match="runs in chunks of 1: resume it with that chunk size"):
+        sweep.run_sweep(tiny, tc, members, resume=True, log=lambda s: None, **{**go, "chunk_size": 2})
+    kept = json.loads((tmp_path / sweep.PROGRESS_FILE).read_text())
+    (tmp_path / sweep.PROGRESS_FILE).write_text(json.dumps({**kept, "version": 99}))
+    with pytest.raises(ValueError, match="is of version 99, this jaxmlp reads 1"):
+        sweep.run_sweep(tiny, tc, members, resume=True, log=lambda s: None, **go)
+    (tmp_path / sweep.PROGRESS_FILE).write_text(json.dumps(kept))
     assert sweep.sweep_progress(tmp_path)["done"] == [0]  # the refusals changed nothing
 
 
