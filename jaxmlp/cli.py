@@ -1155,9 +1155,10 @@ def _run(args, argv) -> int:
                 file=sys.stderr,
             )
         else:
+            why = "a search keeps nothing until it ends" if e.search else "no chunk of members had finished"
             print(
-                f"jaxmlp: {e.signal_name}: stopped before the first chunk of members finished; nothing of this sweep "
-                f"was written; start it again with: {_again_command(argv)}",
+                f"jaxmlp: {e.signal_name}: stopped before the sweep's end ({why}); nothing of this sweep was written; "
+                f"start it again with: {_again_command(argv)}",
                 file=sys.stderr,
             )
         return EXIT_SIGNAL[e.signal_name]

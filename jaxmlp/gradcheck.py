@@ -19,17 +19,20 @@ vmapped call; tolerance 1e-7 in float64 (truncation O(h²) and rounding O(ε/h) 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from jaxmlp import mlp
+from jaxmlp import memory, mlp
 from jaxmlp.rulecheck import worst
 
 AUTODIFF_TOL = {"float64": 1e-10, "float32": 1e-4}
 FD_TOL = 1e-7
+HOST_COPIES = 3  # relative_difference: both gradients of an array as float64 NumPy, and their difference
+FD_LANE_BYTES = 2**28  # finite differences: bytes of perturbed parameter copies evaluated together
 
 
 def relative_difference(a, b) -> float:
@@ -88,17 +91,47 @@ def manual_and_autodiff(params, state, batch, hyper, key, *, config):
 def finite_differences(params, state, batch, hyper, key, *, config, coords, h=1e-6):
     """Central differences of ``mlp.cost`` along ``coords`` of the flattened parameter vector.
 
-    ``coords`` index ``ravel_pytree(params)``; all of them are evaluated in one vmapped, jitted call.
+    ``coords`` index ``ravel_pytree(params)``; they are evaluated in one jitted call, vmapped in groups
+    whose perturbed copies of the parameters take at most ``FD_LANE_BYTES`` (one at a time for a network
+    larger than that: a vmap over every coordinate would copy the parameters once per coordinate).
     """
-    flat, unravel = ravel_pytree(params)
+    return finite_differences_program(config, h)(params, state, batch, hyper, key, jnp.asarray(coords))
 
-    def slope(i):
-        def cost_at(delta):
-            return mlp.cost(unravel(flat.at[i].add(delta)), state, batch, hyper, key, config=config)
 
-        return (cost_at(h) - cost_at(-h)) / (2 * h)
+def finite_differences_program(config, h: float = 1e-6):
+    """``finite_differences`` as one jitted function of (params, state, batch, hyper, key, coords)."""
 
-    return jax.jit(jax.vmap(slope))(jnp.asarray(coords))
+    def run(params, state, batch, hyper, key, coords):
+        flat, unravel = ravel_pytree(params)
+
+        def slope(i):
+            def cost_at(delta):
+                return mlp.cost(unravel(flat.at[i].add(delta)), state, batch, hyper, key, config=config)
+
+            return (cost_at(h) - cost_at(-h)) / (2 * h)
+
+        # each lane perturbs its own copy of the parameters: at most FD_LANE_BYTES of copies at a time
+        lanes = max(1, min(coords.shape[0], FD_LANE_BYTES // max(flat.size * flat.dtype.itemsize, 1)))
+        return jax.lax.map(slope, coords, batch_size=lanes)
+
+    return jax.jit(run)
+
+
+def _check_memory(config, dtype, args, *programs) -> None:
+    """ValueError unless the compiled ``programs`` fit in the free memory: the arguments, allocated
+    already; each program's peak by XLA's buffer assignment (its arguments included: copies and
+    temporaries hold them again); ``HOST_COPIES`` float64 copies of the largest array (the relative
+    differences of the gradients). A count of what is known, not every byte the runtime takes (its
+    measured peak against this count: benchmarks/RESULTS.md, "gradcheck's memory")."""
+    need = memory.tree_bytes(args)  # allocated already, and held while the programs run
+    need += sum(memory.program_bytes(p) or 0 for p in programs if p is not None)
+    need += HOST_COPIES * max(np.prod(a.shape) for a in jax.tree_util.tree_leaves(args[0])) * 8
+    memory.check(
+        int(need),
+        memory.available_bytes(),
+        f"checking the gradients of {'-'.join(map(str, config.sizes))} in {dtype} (compiled)",
+        "use narrower or fewer hidden layers",
+    )
 
 
 def check_gradients(
@@ -117,7 +150,10 @@ def check_gradients(
     """Compare hand-derived gradients with autodiff (and finite differences unless fd_samples=None).
 
     At ``params`` / ``state`` when given (a trained model's, cast to ``dtype``), else at a random
-    initialization from ``key``; on ``batch`` = (x, y) when given, else on a random batch."""
+    initialization from ``key``; on ``batch`` = (x, y) when given, else on a random batch. Both programs
+    are compiled first and their memory, by XLA's own count, checked against the free memory before
+    either runs (ValueError, one line; the caller may check ``memory.gradcheck_bytes``, a lower bound,
+    before anything is allocated)."""
     if dtype is None:
         dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     dtype = jnp.dtype(dtype)
@@ -133,9 +169,21 @@ def check_gradients(
         batch = (x, y)
     batch = (jnp.asarray(batch[0], dtype), jnp.asarray(batch[1]))
     hyper = type(hyper)(*(None if v is None else jnp.asarray(v, dtype) for v in hyper))
-    manual, auto = jax.jit(manual_and_autodiff, static_argnames="config")(
-        params, state, batch, hyper, dkey, config=config
-    )
+    leaves = jax.tree_util.tree_leaves(params)  # in the order of the gradients' leaves
+    with_fd = fd_samples is not None and dtype == jnp.float64
+    if with_fd:  # sample coordinates per array, then evaluate every sampled coordinate in one call
+        rng = np.random.default_rng(int(jax.random.randint(fkey, (), 0, 2**31 - 1)))
+        offsets = np.cumsum([0] + [g.size for g in leaves])
+        picks = [
+            np.arange(g.size) if g.size <= fd_samples else np.sort(rng.choice(g.size, fd_samples, replace=False))
+            for g in leaves
+        ]
+        coords = jnp.asarray(np.concatenate([o + p for o, p in zip(offsets, picks)]))
+    args = (params, state, batch, hyper, dkey)
+    grads = jax.jit(partial(manual_and_autodiff, config=config)).lower(*args).compile()
+    fd_program = finite_differences_program(config, fd_step).lower(*args, coords).compile() if with_fd else None
+    _check_memory(config, dtype, args, grads, fd_program)
+    manual, auto = grads(*args)
     names = array_names(params)
     m_leaves, a_leaves = jax.tree_util.tree_leaves(manual), jax.tree_util.tree_leaves(auto)
     rows = [
@@ -143,26 +191,8 @@ def check_gradients(
         for name, g, ga in zip(names, m_leaves, a_leaves)
     ]
     fd_max = None
-    if fd_samples is not None and dtype == jnp.float64:
-        # sample coordinates per array, then evaluate every sampled coordinate in one call
-        rng = np.random.default_rng(int(jax.random.randint(fkey, (), 0, 2**31 - 1)))
-        offsets = np.cumsum([0] + [g.size for g in m_leaves])
-        picks = [
-            np.arange(g.size) if g.size <= fd_samples else np.sort(rng.choice(g.size, fd_samples, replace=False))
-            for g in m_leaves
-        ]
-        fd = np.asarray(
-            finite_differences(
-                params,
-                state,
-                batch,
-                hyper,
-                dkey,
-                config=config,
-                coords=np.concatenate([o + p for o, p in zip(offsets, picks)]),
-                h=fd_step,
-            )
-        )
+    if with_fd:
+        fd = np.asarray(fd_program(*args, coords))
         start = 0
         for row, g, pick in zip(rows, m_leaves, picks):
             row["rel_diff_vs_finite_differences"] = relative_difference(

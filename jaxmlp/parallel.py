@@ -229,8 +229,8 @@ def check_processes(coordinator=None, num_processes=None, process_id=None, peer_
     given = (coordinator, num_processes, process_id)
     if any(v is not None for v in given) and any(v is None for v in given):
         raise ValueError("coordinator, num_processes and process_id go together: give all three, or none")
-    if not peer_timeout > 0:
-        raise ValueError(f"peer_timeout must be > 0 seconds, got {peer_timeout:g}")
+    if not 0 < peer_timeout < math.inf:
+        raise ValueError(f"peer_timeout must be a number of seconds > 0, got {peer_timeout:g}")
     if coordinator is None:
         return
     host, _, port = coordinator.rpartition(":")

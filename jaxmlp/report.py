@@ -164,7 +164,7 @@ def _plot_grid(cells, a: str, b: str, va: list, vb: list, path: Path) -> None:
     acc = np.array(
         [[np.nanmean([r["dev_accuracy"] for r in c if not r["diverged"]] or [np.nan]) for c in ln] for ln in cells]
     )
-    fig, ax = plt.subplots(figsize=(1.2 * len(vb) + 3, 0.6 * len(va) + 2.5))
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.2 * len(vb) + 3), 0.6 * len(va) + 2.5))
     ax.set_facecolor("0.8")  # NaN cells are not drawn by imshow: the diverged ones show this grey
     im = ax.imshow(acc, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(vb)), [_fmt(v) for v in vb])

@@ -220,7 +220,8 @@ class OutputFolder:
             raise ValueError(f"output folder {out} is a file; choose another --out")
         found = [name for name in OUTPUT_FILES if (out / name).exists()]
         if found and not resume and not overwrite:
-            again = "pass --resume to continue it, " if (out / "checkpoint.npz").exists() else "pass "
+            resumable = (out / "checkpoint.npz").exists() or (out / "sweep_progress.json").exists()
+            again = "pass --resume to continue it, " if resumable else "pass "
             raise ValueError(
                 f"{out} already holds a run ({', '.join(found)}); {again}--overwrite to replace it, or choose "
                 "another --out"

@@ -414,10 +414,10 @@ class SweepInterrupted(KeyboardInterrupt):
     finished; with ``resumable``, their rows (``results.csv``), the best so far (``best_checkpoint.npz``)
     and ``PROGRESS_FILE`` are in ``out_dir``, and ``run_sweep(..., resume=True)`` trains the rest."""
 
-    def __init__(self, members_done: int, members: int, out_dir, signal_name: str = "SIGINT", resumable: bool = True):
+    def __init__(self, members_done: int, members: int, out_dir, signal_name="SIGINT", resumable=True, search=False):
         super().__init__(f"sweep interrupted ({signal_name}) after {members_done} of {members} members")
         self.members_done, self.members, self.out_dir, self.signal_name = members_done, members, out_dir, signal_name
-        self.resumable = resumable
+        self.resumable, self.search = resumable, search  # search: halving or PBT, which keep nothing until the end
 
 
 def sweep_progress(out_dir) -> dict | None:
@@ -448,6 +448,18 @@ def _fingerprint(ds: Dataset, tc: TrainConfig, members, shared_order: bool, data
     return json.loads(json.dumps(fp))
 
 
+def _difference(key: str, then, now) -> str:
+    """One fingerprint entry that changed, in words: 'epochs 2, now 3' for a field of the config."""
+    if isinstance(then, dict) and isinstance(now, dict):
+        fields = [k for k in sorted(set(then) | set(now)) if then.get(k) != now.get(k)]
+        flat = [f for f in fields if not isinstance(now.get(f), dict)]
+        nested = [_difference(f, then.get(f), now.get(f)) for f in fields if isinstance(now.get(f), dict)]
+        return "; ".join([*(f"{f} {then.get(f)}, now {now.get(f)}" for f in flat), *nested])
+    if key == "members":
+        return f"the members ({len(then or [])}, now {len(now)}, or their values)"
+    return f"{key} {then}, now {now}"
+
+
 def _restored(out_dir, fp: dict) -> dict:
     """The progress of the sweep to resume in ``out_dir``; ValueError (one line) when there is none or it
     was started with other settings than ``fp``."""
@@ -461,11 +473,12 @@ def _restored(out_dir, fp: dict) -> dict:
             f"{out_dir}/{PROGRESS_FILE} is of version {kept.get('version')}, this jaxmlp reads {PROGRESS_VERSION}: "
             "start the sweep again with overwrite"
         )
-    differ = [key for key in fp if kept.get("fingerprint", {}).get(key) != fp[key]]
+    then = kept.get("fingerprint", {})
+    differ = [_difference(key, then.get(key), fp[key]) for key in fp if then.get(key) != fp[key]]
     if differ:
         raise ValueError(
-            f"the sweep in {out_dir} was started with other settings ({', '.join(differ)} differ): resume it with "
-            "the same data and options, or start it again with overwrite"
+            f"the sweep in {out_dir} was started with other settings ({'; '.join(differ)}): resume it with the same "
+            "data and options, or start it again with overwrite"
         )
     return kept
 
@@ -570,21 +583,23 @@ def run_sweep(
             probe_mode=probe,
             progress=progress,
         )
-    except KeyboardInterrupt as e:
+        if folder is not None:
+            folder.start()
+            write_outputs(folder.path, result, ds, tc, best)
+            (folder.path / PROGRESS_FILE).unlink(missing_ok=True)  # the sweep is whole: nothing to resume
+    except KeyboardInterrupt as e:  # while training, or while the last files were written (a resume rewrites them)
         # an --overwrite that had not written yet leaves the earlier sweep's progress: not this one's
         kept = folder is not None and not folder.replaced and (folder.path / PROGRESS_FILE).is_file()
         if folder is not None and not kept:
             folder.abandon()
         name = getattr(e, "signal_name", "SIGINT")
-        raise SweepInterrupted(done[0], len(members), out_dir, name, resumable=kept) from None
+        raise SweepInterrupted(
+            done[0], len(members), out_dir, name, resumable=kept, search=halving is not None or pbt is not None
+        ) from None
     except BaseException:
         if folder is not None:
             folder.abandon()  # a sweep that fails before writing anything leaves no folder behind
         raise
-    if folder is not None:
-        folder.start()
-        write_outputs(folder.path, result, ds, tc, best)
-        (folder.path / PROGRESS_FILE).unlink(missing_ok=True)  # the sweep is whole: nothing to resume
     return result
 
 
@@ -733,7 +748,8 @@ def _sweep(
             best = (restored["best"]["dev_accuracy"], restored["best"]["member"], None)
     finished = [] if restored is None else list(restored["done"])
     if restored is not None:
-        log(f"resuming: {len(finished)} of {k} members had finished; the rest train in chunks of {chunk}")
+        rest = f"the rest train in chunks of {chunk}" if len(finished) < k else "writing the sweep's files"
+        log(f"resuming: {len(finished)} of {k} members had finished; {rest}")
 
     def program(tree, hidden):
         """The compiled epoch for a chunk of this many members: vmapped, or for one member on one device

@@ -4,6 +4,7 @@ line with its exit code."""
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -308,7 +309,8 @@ def test_output_folder_mistakes(idx_dir, finished_run, tmp_path, capsys):
             r"--process-id must lie in \[0, --num-processes\)",
         ),
         (small_train(idx_dir, tmp_path / "r", "--num-processes", "2"), "need --data-parallel"),
-        (small_sweep("--peer-timeout", "0"), r"--peer-timeout must be > 0 seconds, got 0"),
+        (small_sweep("--peer-timeout", "0"), r"--peer-timeout must be a number of seconds > 0, got 0"),
+        (small_sweep("--peer-timeout", "inf"), r"--peer-timeout must be a number of seconds > 0, got inf"),
         (
             small_sweep("--hidden", "200000,200000"),
             r"one member of this sweep \(16-200000-200000-10: its state and the data\) needs [\d.]+ GiB but cpu "
@@ -445,15 +447,17 @@ def test_an_interrupted_sweep_keeps_its_finished_chunks_and_resumes_the_rest(idx
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130, err
     err = err.strip()
-    assert "\n" not in err and err.startswith("jaxmlp: SIGINT: stopped after 1 of 3 members"), err
+    # the signal lands while member 1 trains, or (on a loaded machine) later: the line says how many are kept
+    done = int(re.match(r"jaxmlp: SIGINT: stopped after (\d) of 3 members", err).group(1))
+    assert "\n" not in err and 1 <= done <= 2, err
     assert f"(results.csv, best_checkpoint.npz) are in {out}" in err
     assert err.endswith("resume the rest with: jaxmlp " + " ".join(args) + " --resume")
     kept = list(csv.DictReader(open(out / "results.csv")))
-    assert [r["member"] for r in kept] == ["0"] and not (out / "summary.json").exists()
+    assert [r["member"] for r in kept] == [str(m) for m in range(done)] and not (out / "summary.json").exists()
     assert main([*args, "--resume"]) == 0
-    assert "resuming: 1 of 3 members had finished" in capsys.readouterr().out
+    assert f"resuming: {done} of 3 members had finished" in capsys.readouterr().out
     rows = list(csv.DictReader(open(out / "results.csv")))
-    assert [r["member"] for r in rows] == ["0", "1", "2"] and rows[0] == kept[0]
+    assert [r["member"] for r in rows] == ["0", "1", "2"] and rows[:done] == kept
     assert main([*args, "--resume"]) == 2  # finished: nothing to resume
     assert "holds no unfinished sweep to resume" in capsys.readouterr().err
     assert main([*args, "--resume", "--halving", "2", "--epochs", "2"]) == 2

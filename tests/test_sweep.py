@@ -629,9 +629,9 @@ def test_a_resume_with_other_settings_or_a_search_is_refused(tiny, tmp_path):
     with pytest.raises(sweep.SweepInterrupted):
         sweep.run_sweep(tiny, tc, members, log=_stop_after(1), **go)
     other = sweep.grid(Hyper(), {"learning_rate": [1e-3, 1e-2, 1e-1]})
-    with pytest.raises(ValueError, match=r"started with other settings \(members differ\)"):
+    with pytest.raises(ValueError, match=r"started with other settings \(the members \(3, now 3, or their values\)\)"):
         sweep.run_sweep(tiny, tc, other, resume=True, log=lambda s: None, **go)
-    with pytest.raises(ValueError, match=r"started with other settings \(config differ\)"):
+    with pytest.raises(ValueError, match=r"started with other settings \(epochs 1, now 2\)"):
         sweep.run_sweep(tiny, replace(tc, epochs=2), members, resume=True, log=lambda s: None, **go)
     with pytest.raises(ValueError, match="a search .* keeps nothing until it ends"):
         sweep.run_sweep(tiny, replace(tc, epochs=2), members, resume=True, halving=2, log=lambda s: None, **go)
@@ -657,3 +657,28 @@ def test_a_sweep_interrupted_before_its_first_chunk_leaves_no_folder(tiny, tmp_p
     with pytest.raises(sweep.SweepInterrupted) as e:
         sweep.run_sweep(tiny, tc, members, chunk_size=1, out_dir=tmp_path / "s", axes=["learning_rate"], log=print)
     assert (e.value.members_done, e.value.resumable) == (0, False) and not (tmp_path / "s").exists()
+
+
+def test_an_interrupt_while_the_last_files_are_written_is_resumable(tiny, tmp_path, monkeypatch):
+    """Ctrl-C after the last chunk, inside write_outputs: every member's row is kept, the interrupt says
+    so, the folder points at --resume, and the resume writes the files without training anything."""
+    tc = tc_for(hidden=(16,), epochs=1)
+    members = sweep.grid(Hyper(), {"learning_rate": [1e-3, 1e-2]})
+    go = dict(chunk_size=1, axes=["learning_rate"], out_dir=tmp_path)
+    real = sweep.write_outputs
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "write_outputs", interrupted)
+    with pytest.raises(sweep.SweepInterrupted) as e:
+        sweep.run_sweep(tiny, tc, members, log=lambda s: None, **go)
+    assert (e.value.members_done, e.value.resumable, e.value.search) == (2, True, False)
+    with pytest.raises(ValueError, match="already holds a run .*; pass --resume to continue it"):
+        sweep.run_sweep(tiny, tc, members, log=lambda s: None, **go)
+    monkeypatch.setattr(sweep, "write_outputs", real)
+    lines = []
+    res = sweep.run_sweep(tiny, tc, members, resume=True, log=lines.append, **go)
+    assert "resuming: 2 of 2 members had finished; writing the sweep's files" in lines[0]
+    assert res.summary["member_epochs"] == 2 and (tmp_path / "summary.json").is_file()
+    assert not (tmp_path / sweep.PROGRESS_FILE).exists()
