@@ -13,6 +13,26 @@ from helpers import FASHION_DIR, REPO
 
 
 @pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="needs Fashion-MNIST (make test installs it)")
+def test_one_experiment_runs_quick_and_writes_its_section_and_figure(tmp_path):
+    """The default run's case of this kind (≈ 15 s): the notebook reproduction, end to end in --quick
+    mode; every experiment runs in the slow test below (≈ 3 min on 2 cores)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+    r = subprocess.run(
+        [sys.executable, "-m", "experiments", "seed_reproduction", "--quick", "--out", str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    section = (tmp_path / "sections" / "seed_reproduction.md").read_text()
+    assert section.startswith("## seed_reproduction") and "| " in section
+    assert (tmp_path / "seed_reproduction.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="needs Fashion-MNIST (make test installs it)")
 def test_every_experiment_runs_quick(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
     results = REPO / "experiments" / "RESULTS.md"
