@@ -56,10 +56,11 @@ class _Terminated(KeyboardInterrupt):
 
 def _in_gc_callback(frame) -> bool:
     """Whether ``frame`` runs inside a garbage-collection callback (JAX registers one), where Python would
-    print and swallow an exception raised by a signal handler."""
+    print and swallow an exception raised by a signal handler, or inside ``zipfile`` (NumPy's savez writes
+    checkpoints through it), whose half-built ZipFile prints "Exception ignored …" when interrupted."""
     codes = {getattr(cb, "__code__", None) for cb in gc.callbacks}
     while frame is not None:
-        if frame.f_code in codes:
+        if frame.f_code in codes or frame.f_code.co_filename.endswith(f"{os.sep}zipfile.py"):
             return True
         frame = frame.f_back
     return False
@@ -70,8 +71,9 @@ class _Signals:
     answered (``answered``: an interrupt raised in the main thread, or ``fit``'s ``stop`` asked).
 
     ``handler`` notes the signal and raises the interrupt, once: a later signal finds the first one's
-    ending under way and is only noted. Inside a garbage-collection callback it does not raise (Python
-    would print and swallow the exception): ``watch`` sends the signal again a moment later.
+    ending under way and is only noted. Inside a garbage-collection callback (Python would print and
+    swallow the exception) or inside ``zipfile`` (a checkpoint being written) it does not raise: ``watch``
+    sends the signal again a moment later.
 
     ``watch(last_words)`` makes every signal end the process within ``grace`` seconds even while the main
     thread sits in one long native call (an XLA computation or compile, a BLAS call, an allocation that

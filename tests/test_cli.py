@@ -536,6 +536,21 @@ def test_gradcheck_at_a_trained_models_parameters(idx_dir, tmp_path, capsys, x64
     assert "finite differences skipped (float32 cannot resolve them" in capsys.readouterr().out
 
 
+def test_a_signal_inside_zipfile_is_noted_not_raised():
+    """A signal landing inside zipfile (np.savez writing a checkpoint) would leave a half-built ZipFile
+    that prints "Exception ignored … AttributeError" at its __del__: the handler defers it instead."""
+    import signal as signal_module
+
+    from jaxmlp.cli import _Signals
+
+    signals = _Signals()
+    inside = {"handler": signals.handler, "sys": sys, "SIGTERM": signal_module.SIGTERM}
+    exec(compile("handler(SIGTERM, sys._getframe())", f"{os.sep}lib{os.sep}zipfile.py", "exec"), inside)
+    assert signals.received == ["SIGTERM"] and not signals.answered.is_set()  # noted, not raised
+    with pytest.raises(KeyboardInterrupt):
+        signals.handler(signal_module.SIGTERM, sys._getframe())  # sent again outside: raised
+
+
 def test_a_signal_inside_a_gc_callback_is_noted_not_raised():
     """Python would swallow (and print) an exception raised there: the note alone stops fit."""
     import gc
