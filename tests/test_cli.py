@@ -384,12 +384,10 @@ def test_evaluate_takes_the_run_folder_or_its_summary(finished_run, idx_dir, cap
     assert lines[0] == lines[1] == lines[2] and "accuracy" in lines[0]
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
-def test_an_interrupted_run_keeps_its_record_and_says_how_to_resume(idx_dir, tmp_path, sig, code):
-    out = tmp_path / "run"
-    args = small_train(idx_dir, out, "--batch-size", "10", "--epochs", "400")
-    # `python -m jaxmlp.cli ARGS` with SIGINT handled as from a terminal: a test run started in the
-    # background of a non-interactive shell ignores SIGINT, and Python keeps an ignored SIGINT ignored
+def _signalled_once_written(args, path, sig):
+    """Run `python -m jaxmlp.cli ARGS` with SIGINT handled as from a terminal (a test run started in the
+    background of a non-interactive shell ignores SIGINT, and Python keeps an ignored SIGINT ignored),
+    send ``sig`` once ``path`` exists; (the finished process, its stderr)."""
     as_from_a_terminal = (
         "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
         "sys.argv[0] = 'jaxmlp.cli'; runpy.run_module('jaxmlp.cli', run_name='__main__')"
@@ -402,10 +400,18 @@ def test_an_interrupted_run_keeps_its_record_and_says_how_to_resume(idx_dir, tmp
         env=dict(os.environ, JAX_PLATFORMS="cpu"),
     )
     deadline = time.time() + 120
-    while not (out / "metrics.csv").exists() and time.time() < deadline and p.poll() is None:
+    while not path.exists() and time.time() < deadline and p.poll() is None:
         time.sleep(0.05)
     p.send_signal(sig)
     _, err = p.communicate(timeout=120)
+    return p, err
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_run_keeps_its_record_and_says_how_to_resume(idx_dir, tmp_path, sig, code):
+    out = tmp_path / "run"
+    args = small_train(idx_dir, out, "--batch-size", "10", "--epochs", "400")
+    p, err = _signalled_once_written(args, out / "metrics.csv", sig)
     assert p.returncode == code, err
     err = err.strip()
     assert "\n" not in err and "Traceback" not in err, err
@@ -429,22 +435,7 @@ def test_an_interrupted_sweep_keeps_its_finished_chunks_and_resumes_the_rest(idx
         *("--learning-rate", "1e-3,3e-3,1e-2", "--batch-size", "10", "--epochs", "40", "--chunk-size", "1"),
         *("--out", str(out)),
     ]
-    as_from_a_terminal = (
-        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-        "sys.argv[0] = 'jaxmlp.cli'; runpy.run_module('jaxmlp.cli', run_name='__main__')"
-    )
-    p = subprocess.Popen(
-        [sys.executable, "-c", as_from_a_terminal, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ, JAX_PLATFORMS="cpu"),
-    )
-    deadline = time.time() + 120
-    while not (out / "results.csv").exists() and time.time() < deadline and p.poll() is None:
-        time.sleep(0.05)
-    p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=120)
+    p, err = _signalled_once_written(args, out / "results.csv", signal.SIGINT)
     assert p.returncode == 130, err
     err = err.strip()
     # the signal lands while member 1 trains, or (on a loaded machine) later: the line says how many are kept

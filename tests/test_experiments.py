@@ -12,20 +12,25 @@ import jaxmlp as jm
 from helpers import FASHION_DIR, REPO
 
 
-@pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="needs Fashion-MNIST (make test installs it)")
-def test_one_experiment_runs_quick_and_writes_its_section_and_figure(tmp_path):
-    """The default run's case of this kind (≈ 15 s): the notebook reproduction, end to end in --quick
-    mode; every experiment runs in the slow test below (≈ 3 min on 2 cores)."""
+def run_quick(out, *names):
+    """`python -m experiments [NAMES] --quick --out OUT` (every experiment when no name), which must succeed."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
     r = subprocess.run(
-        [sys.executable, "-m", "experiments", "seed_reproduction", "--quick", "--out", str(tmp_path)],
+        [sys.executable, "-m", "experiments", *names, "--quick", "--out", str(out)],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     )
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+@pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="needs Fashion-MNIST (make test installs it)")
+def test_one_experiment_runs_quick_and_writes_its_section_and_figure(tmp_path):
+    """The default run's case of this kind (≈ 15 s): the notebook reproduction, end to end in --quick
+    mode; every experiment runs in the slow test below (≈ 3 min on 2 cores)."""
+    run_quick(tmp_path, "seed_reproduction")
     section = (tmp_path / "sections" / "seed_reproduction.md").read_text()
     assert section.startswith("## seed_reproduction") and "| " in section
     assert (tmp_path / "seed_reproduction.png").read_bytes()[:4] == b"\x89PNG"
@@ -34,18 +39,9 @@ def test_one_experiment_runs_quick_and_writes_its_section_and_figure(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="needs Fashion-MNIST (make test installs it)")
 def test_every_experiment_runs_quick(tmp_path):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
     results = REPO / "experiments" / "RESULTS.md"
     before = results.stat().st_mtime_ns if results.exists() else None
-    r = subprocess.run(
-        [sys.executable, "-m", "experiments", "--quick", "--out", str(tmp_path)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
+    run_quick(tmp_path)
     from experiments.__main__ import NAMES
 
     for name in NAMES:  # every experiment wrote its section
